@@ -1,0 +1,93 @@
+//! `demo` and `stand-in`: the whole job on one machine, without a Zoho account.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use secrecy::SecretString;
+
+use crate::api::ApiClient;
+use crate::config::Config;
+use crate::standin::StandIn;
+use crate::store::Store;
+use crate::worker::{Reaper, RunMode};
+
+/// The key the demo's stand-in accepts; it never leaves loopback.
+const DEMO_APIKEY: &str = "demo-key";
+
+/// Scenario prefixes (see `standin`) and the share of seeded sessions each gets, in percent.
+const MIX: [(&str, usize); 8] = [
+    ("", 50),
+    ("gone-", 10),
+    ("expired-", 10),
+    ("flaky2-", 8),
+    ("busy1-", 7),
+    ("limited1-", 5),
+    ("bad-", 5),
+    ("bad id/", 5),
+];
+
+pub async fn demo(mut config: Config, database: &Path, sessions: usize) -> anyhow::Result<()> {
+    let standin = StandIn::start(SocketAddr::from(([127, 0, 0, 1], 0)), DEMO_APIKEY, false)
+        .await
+        .context("Failed to start the stand-in API")?;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
+    }
+    config.database.url = format!("sqlite://{}", database.display());
+    config.api.base_url = standin.base_url().parse().expect("a loopback URL");
+    config.api.apikey = Some(SecretString::from(DEMO_APIKEY));
+    config.worker.rate_per_second = config.worker.rate_per_second.max(200);
+    config.worker.burst = config.worker.burst.max(20);
+    config.retry.base_delay = Duration::from_millis(200);
+    config.retry.max_delay = Duration::from_secs(2);
+    crate::telemetry::init(&config.log);
+
+    let store = super::open_store(&config).await?;
+    let ids = seed_ids(sessions);
+    store.enqueue(&ids, Utc::now()).await?;
+    eprintln!(
+        "demo: stand-in API on {}, {} sessions seeded into {}",
+        standin.base_url(),
+        ids.len(),
+        database.display()
+    );
+    let api = ApiClient::new(&config.api)?;
+    let shutdown = crate::shutdown::on_signals().context("Failed to install signal handlers")?;
+    let stale_after = config.worker.stale_after;
+    Reaper::new(config, store.clone(), api).run(RunMode::UntilDone, shutdown).await?;
+    print_status(&store, stale_after).await?;
+    let stats = standin.state.stats();
+    println!("stand-in: {} requests, {} off the contract path", stats.requests, stats.off_contract);
+    println!("inspect: sqlite3 {} 'SELECT session_id, state, attempts, last_http_status, last_api_code, last_error FROM reaper_sessions LIMIT 20'", database.display());
+    Ok(())
+}
+
+async fn print_status(store: &Store, stale_after: Duration) -> anyhow::Result<()> {
+    let report = store.status(Utc::now(), stale_after).await?;
+    print!("{}", super::status::to_text(&report));
+    Ok(())
+}
+
+/// `n` session ids spread over the scenarios of `MIX`, hex like the real ones.
+fn seed_ids(n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for (prefix, percent) in MIX {
+        for _ in 0..(n * percent).div_ceil(100) {
+            if ids.len() < n {
+                ids.push(format!("{prefix}{}", uuid::Uuid::new_v4().simple()));
+            }
+        }
+    }
+    ids
+}
+
+pub async fn stand_in(listen: SocketAddr, apikey: &str, latency: Duration) -> anyhow::Result<()> {
+    let standin = StandIn::start(listen, apikey, false).await.context("Failed to start the stand-in API")?;
+    standin.state.set_latency(latency);
+    eprintln!("stand-in API listening on {} (stats at {}/__standin/stats); Ctrl-C stops it", standin.base_url(), standin.base_url());
+    tokio::signal::ctrl_c().await.context("Failed to wait for Ctrl-C")?;
+    Ok(())
+}

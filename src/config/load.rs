@@ -1,0 +1,494 @@
+//! Layered loading (defaults, then a TOML file, then `SESSION_REAPER_*` variables) with every
+//! problem collected and reported at once, one line per key, naming where the value came from.
+//!
+//! Keys are read one by one instead of deserialising a whole struct, because serde stops at the
+//! first error and an operator fixing a config wants the whole list.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider, Source};
+use reqwest::Url;
+use secrecy::SecretString;
+
+use super::*;
+
+/// Prefix of the environment variables; `__` separates nesting levels.
+pub const ENV_PREFIX: &str = "SESSION_REAPER_";
+const DEFAULT_SQLITE_FILE: &str = "session-reaper.db";
+/// Default data centre: the US one, as in the API page.
+const DEFAULT_DATA_CENTER: &str = "us";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Sixteen requests in flight saturate the API long before they cost us anything.
+const DEFAULT_CONCURRENCY: usize = 16;
+/// The API documents no rate limit; 10/s keeps a quota safe while deleting 36,000 sessions an hour.
+const DEFAULT_RATE_PER_SECOND: u32 = 10;
+const DEFAULT_BURST: u32 = 10;
+/// How long a session may sit without activity before it is deleted.
+const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// Short, because it is renewed while a request runs: a dead replica's rows move on within a minute.
+const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+const DEFAULT_BATCH_SIZE: u32 = 64;
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+const DEFAULT_BASE_DELAY: Duration = Duration::from_secs(1);
+const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(10 * 60);
+const DEFAULT_QUOTA_PAUSE: Duration = Duration::from_secs(15 * 60);
+const DEFAULT_KEY_PAUSE: Duration = Duration::from_secs(60);
+/// Shorter than systemd's default stop timeout (90 s) and Kubernetes' grace period (30 s).
+const DEFAULT_GRACE: Duration = Duration::from_secs(20);
+const DEFAULT_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
+/// Most ids we ever send in one claim; bigger batches only hold leases longer.
+const MAX_BATCH_SIZE: u32 = 10_000;
+const MAX_CONCURRENCY: u128 = 4096;
+
+/// Every key a config may set; anything else is reported as unknown.
+const KNOWN_KEYS: &[&str] = &[
+    "database.url",
+    "api.data_center",
+    "api.base_url",
+    "api.apikey",
+    "api.apikey_file",
+    "api.timeout",
+    "api.connect_timeout",
+    "worker.concurrency",
+    "worker.rate_per_second",
+    "worker.burst",
+    "worker.stale_after",
+    "worker.lease",
+    "worker.batch_size",
+    "worker.poll_interval",
+    "retry.max_attempts",
+    "retry.base_delay",
+    "retry.max_delay",
+    "retry.quota_pause",
+    "retry.key_pause",
+    "shutdown.grace",
+    "log.format",
+    "log.level",
+    "log.summary_interval",
+    "http.listen",
+    "retention.finished",
+];
+
+/// Where configuration comes from; tests pass their own environment.
+pub struct Sources {
+    pub file: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    /// Whether this command calls the API, so that a missing apikey is an error.
+    pub needs_apikey: bool,
+}
+
+impl Sources {
+    pub fn from_process(file: Option<PathBuf>, needs_apikey: bool) -> Self {
+        Self { file, env: std::env::vars().collect(), needs_apikey }
+    }
+
+    fn var(&self, name: &str) -> Option<&str> {
+        self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// All problems found in one load, one line each.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
+    let mut figment = Figment::new();
+    if let Some(path) = &sources.file {
+        if !path.is_file() {
+            return Err(ConfigErrors(vec![format!(
+                "config file {}: does not exist or is not a file",
+                path.display()
+            )]));
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment = figment.merge(EnvVars(&sources.env));
+    let reader = Reader::new(figment)?;
+    reader.read_all(sources)
+}
+
+/// `SESSION_REAPER_A__B=v` variables from an explicit list (figment's `Env` reads only the
+/// process environment, and tests pass their own). Values stay strings: an apikey of digits
+/// must not turn into a number.
+struct EnvVars<'a>(&'a [(String, String)]);
+
+impl Provider for EnvVars<'_> {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment").interpolater(|_profile, keys| {
+            format!("{ENV_PREFIX}{}", keys.join("__").to_uppercase())
+        })
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut root = Dict::new();
+        for (name, value) in self.0 {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let mut parts: Vec<String> = key.split("__").map(str::to_lowercase).collect();
+            let Some(leaf) = parts.pop() else { continue };
+            let mut dict = &mut root;
+            for part in parts {
+                let entry = dict.entry(part).or_insert_with(|| Value::from(Dict::new()));
+                if !matches!(entry, Value::Dict(..)) {
+                    *entry = Value::from(Dict::new());
+                }
+                let Value::Dict(_, inner) = entry else { unreachable!("made a dict above") };
+                dict = inner;
+            }
+            dict.insert(leaf, Value::from(value.clone()));
+        }
+        Ok(Profile::Default.collect(root))
+    }
+}
+
+struct Reader {
+    figment: Figment,
+    problems: Vec<String>,
+}
+
+impl Reader {
+    fn new(figment: Figment) -> Result<Self, ConfigErrors> {
+        let all: Dict = figment.extract().map_err(|e| {
+            ConfigErrors(e.into_iter().map(|e| format!("configuration: {e}")).collect())
+        })?;
+        let mut reader = Self { figment, problems: Vec::new() };
+        let mut present = BTreeSet::new();
+        flatten("", &all, &mut present);
+        for key in present.iter().filter(|k| !KNOWN_KEYS.contains(&k.as_str())) {
+            let source = reader.source(key);
+            reader.problems.push(format!("{key}: unknown key ({source})"));
+        }
+        Ok(reader)
+    }
+
+    fn source(&self, key: &str) -> String {
+        let Some(meta) = self.figment.find_metadata(key) else {
+            return "default".to_owned();
+        };
+        match &meta.source {
+            Some(Source::File(path)) => format!("from file {}", path.display()),
+            _ => {
+                let keys: Vec<&str> = key.split('.').collect();
+                let name = meta.interpolate(&Profile::Default, &keys);
+                format!("from environment variable {name}")
+            }
+        }
+    }
+
+    /// Reads `key` with `parse`, or returns `default` when no layer sets it.
+    fn read<T>(&mut self, key: &str, default: T, parse: impl FnOnce(&Value) -> Result<T, String>) -> T
+    where
+        T: Clone,
+    {
+        let Ok(value) = self.figment.find_value(key) else {
+            return default;
+        };
+        match parse(&value) {
+            Ok(parsed) => parsed,
+            Err(why) => {
+                let source = self.source(key);
+                self.problems.push(format!("{key}: {why} ({source})"));
+                default
+            }
+        }
+    }
+
+    fn is_set(&self, key: &str) -> bool {
+        self.figment.find_value(key).is_ok()
+    }
+
+    fn problem(&mut self, key: &str, why: impl fmt::Display) {
+        let source = self.source(key);
+        self.problems.push(format!("{key}: {why} ({source})"));
+    }
+
+    fn read_all(mut self, sources: &Sources) -> Result<Config, ConfigErrors> {
+        let default_db = match sources.var("STATE_DIRECTORY") {
+            // systemd's StateDirectory= may list several folders separated by ':'.
+            Some(dir) => format!("sqlite://{}/{DEFAULT_SQLITE_FILE}", dir.split(':').next().unwrap_or(dir)),
+            None => format!("sqlite://{DEFAULT_SQLITE_FILE}"),
+        };
+        let database = DatabaseConfig { url: self.read("database.url", default_db, database_url) };
+        let api = self.read_api(sources);
+        let worker = WorkerConfig {
+            concurrency: self.read("worker.concurrency", DEFAULT_CONCURRENCY, |v| {
+                Ok(positive(v, MAX_CONCURRENCY)? as usize)
+            }),
+            rate_per_second: self.read("worker.rate_per_second", DEFAULT_RATE_PER_SECOND, |v| {
+                Ok(positive(v, u32::MAX as u128)? as u32)
+            }),
+            burst: self.read("worker.burst", DEFAULT_BURST, |v| Ok(positive(v, u32::MAX as u128)? as u32)),
+            stale_after: self.read("worker.stale_after", DEFAULT_STALE_AFTER, duration),
+            lease: self.read("worker.lease", DEFAULT_LEASE, |v| at_least(v, Duration::from_secs(1))),
+            batch_size: self.read("worker.batch_size", DEFAULT_BATCH_SIZE, |v| {
+                Ok(positive(v, MAX_BATCH_SIZE as u128)? as u32)
+            }),
+            poll_interval: self.read("worker.poll_interval", DEFAULT_POLL_INTERVAL, |v| {
+                at_least(v, Duration::from_millis(10))
+            }),
+        };
+        let retry = RetryConfig {
+            max_attempts: self.read("retry.max_attempts", DEFAULT_MAX_ATTEMPTS, |v| {
+                Ok(positive(v, 1000)? as u32)
+            }),
+            base_delay: self.read("retry.base_delay", DEFAULT_BASE_DELAY, duration),
+            max_delay: self.read("retry.max_delay", DEFAULT_MAX_DELAY, duration),
+            quota_pause: self.read("retry.quota_pause", DEFAULT_QUOTA_PAUSE, |v| {
+                at_least(v, Duration::from_millis(10))
+            }),
+            key_pause: self.read("retry.key_pause", DEFAULT_KEY_PAUSE, |v| {
+                at_least(v, Duration::from_millis(10))
+            }),
+        };
+        if retry.max_delay < retry.base_delay {
+            self.problem("retry.max_delay", "must not be shorter than retry.base_delay");
+        }
+        let shutdown = ShutdownConfig { grace: self.read("shutdown.grace", DEFAULT_GRACE, duration) };
+        let log = LogConfig {
+            format: self.read("log.format", LogFormat::Json, |v| match text(v)?.as_str() {
+                "json" => Ok(LogFormat::Json),
+                "pretty" => Ok(LogFormat::Pretty),
+                other => Err(format!("expected \"json\" or \"pretty\", found {other:?}")),
+            }),
+            level: self.read("log.level", "info".to_owned(), |v| {
+                let level = text(v)?;
+                tracing_subscriber::EnvFilter::try_new(&level)
+                    .map(|_| level.clone())
+                    .map_err(|e| format!("not a log level or filter ({e})"))
+            }),
+            summary_interval: self.read("log.summary_interval", DEFAULT_SUMMARY_INTERVAL, |v| {
+                at_least(v, Duration::from_secs(1))
+            }),
+        };
+        let http = HttpConfig {
+            listen: self.read("http.listen", None, |v| {
+                let addr = text(v)?;
+                SocketAddr::from_str(&addr)
+                    .map(Some)
+                    .map_err(|_| format!("expected an address like 0.0.0.0:9187, found {addr:?}"))
+            }),
+        };
+        let retention = RetentionConfig {
+            finished: self.read("retention.finished", None, |v| {
+                at_least(v, Duration::from_secs(60)).map(Some)
+            }),
+        };
+        if self.problems.is_empty() {
+            Ok(Config { database, api, worker, retry, shutdown, log, http, retention })
+        } else {
+            Err(ConfigErrors(self.problems))
+        }
+    }
+
+    fn read_api(&mut self, sources: &Sources) -> ApiConfig {
+        let data_center = self.read("api.data_center", DEFAULT_DATA_CENTER.to_owned(), |v| {
+            let dc = text(v)?;
+            data_center_host(&dc).map(|_| dc.clone()).ok_or_else(|| {
+                format!("unknown data centre {dc:?} (one of us, eu, in, cn, au, jp, sa, ca)")
+            })
+        });
+        let dc_url = format!("https://{}", data_center_host(&data_center).unwrap_or_default());
+        let dc_url = Url::parse(&dc_url).expect("data centre hosts are valid URLs");
+        let base_url = self.read("api.base_url", dc_url, |v| base_url(&text(v)?));
+        let apikey = self.read_apikey(sources);
+        ApiConfig {
+            base_url,
+            apikey,
+            timeout: self.read("api.timeout", DEFAULT_TIMEOUT, |v| at_least(v, Duration::from_millis(1))),
+            connect_timeout: self.read("api.connect_timeout", DEFAULT_CONNECT_TIMEOUT, |v| {
+                at_least(v, Duration::from_millis(1))
+            }),
+        }
+    }
+
+    fn read_apikey(&mut self, sources: &Sources) -> Option<SecretString> {
+        if self.is_set("api.apikey") && self.is_set("api.apikey_file") {
+            self.problem("api.apikey_file", "set together with api.apikey; set only one");
+            return None;
+        }
+        let from_value = self.read("api.apikey", None, |v| apikey(text(v)?).map(Some));
+        if from_value.is_some() {
+            return from_value;
+        }
+        let credential = sources
+            .var("CREDENTIALS_DIRECTORY")
+            .map(|dir| Path::new(dir).join("apikey"))
+            .filter(|p| p.is_file());
+        let file = self.read("api.apikey_file", credential, |v| Ok(Some(PathBuf::from(text(v)?))));
+        match file {
+            Some(path) => match std::fs::read_to_string(&path) {
+                Ok(content) => match apikey(content.trim().to_owned()) {
+                    Ok(key) => Some(key),
+                    Err(why) => {
+                        self.problem("api.apikey_file", format!("{}: {why}", path.display()));
+                        None
+                    }
+                },
+                Err(e) => {
+                    self.problem("api.apikey_file", format!("cannot read {}: {e}", path.display()));
+                    None
+                }
+            },
+            None if sources.needs_apikey && !self.is_set("api.apikey") => {
+                self.problems.push(
+                    "api.apikey: no apikey configured (set api.apikey, api.apikey_file, \
+                     SESSION_REAPER_API__APIKEY or a systemd credential named apikey)"
+                        .to_owned(),
+                );
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+fn flatten(prefix: &str, dict: &Dict, out: &mut BTreeSet<String>) {
+    for (key, value) in dict {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        match value {
+            Value::Dict(_, inner) => flatten(&path, inner, out),
+            _ => {
+                out.insert(path);
+            }
+        }
+    }
+}
+
+/// Host of each data centre's API, as listed by the official SDKs.
+pub fn data_center_host(dc: &str) -> Option<&'static str> {
+    Some(match dc {
+        "us" => "api.office-integrator.com",
+        "eu" => "api.office-integrator.eu",
+        "in" => "api.office-integrator.in",
+        "cn" => "api.office-integrator.com.cn",
+        "au" => "api.office-integrator.com.au",
+        "jp" => "api.office-integrator.jp",
+        "sa" => "api.office-integrator.sa",
+        "ca" => "api.office-integrator.ca",
+        _ => return None,
+    })
+}
+
+/// Strings, and numbers written where a string was meant (environment variables arrive typed).
+fn text(v: &Value) -> Result<String, String> {
+    match v {
+        Value::String(_, s) => Ok(s.clone()),
+        Value::Num(_, n) => Ok(n
+            .to_u128()
+            .map(|u| u.to_string())
+            .or_else(|| n.to_i128().map(|i| i.to_string()))
+            .or_else(|| n.to_f64().map(|f| f.to_string()))
+            .unwrap_or_default()),
+        other => Err(format!("expected a string, found {}", kind(other))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::String(..) => "a string",
+        Value::Char(..) => "a character",
+        Value::Bool(..) => "a boolean",
+        Value::Num(..) => "a number",
+        Value::Empty(..) => "nothing",
+        Value::Dict(..) => "a table",
+        Value::Array(..) => "an array",
+    }
+}
+
+fn positive(v: &Value, max: u128) -> Result<u128, String> {
+    let n = match v {
+        Value::Num(_, n) => n.to_i128().ok_or_else(|| "expected a whole number".to_owned())?,
+        Value::String(_, s) => s
+            .trim()
+            .parse::<i128>()
+            .map_err(|_| format!("expected a whole number, found {s:?}"))?,
+        other => return Err(format!("expected a whole number, found {}", kind(other))),
+    };
+    if n < 1 || n as u128 > max {
+        return Err(format!("must be between 1 and {max}, found {n}"));
+    }
+    Ok(n as u128)
+}
+
+fn duration(v: &Value) -> Result<Duration, String> {
+    match v {
+        Value::String(_, s) => humantime::parse_duration(s.trim())
+            .map_err(|e| format!("expected a duration like 30s, 200ms or 15m, found {s:?} ({e})")),
+        Value::Num(..) => Err(format!("expected a duration with a unit, like \"{}s\"", text(v)?)),
+        other => Err(format!("expected a duration like \"30s\", found {}", kind(other))),
+    }
+}
+
+fn at_least(v: &Value, min: Duration) -> Result<Duration, String> {
+    let d = duration(v)?;
+    if d < min {
+        return Err(format!("must be at least {}", humantime::format_duration(min)));
+    }
+    Ok(d)
+}
+
+fn database_url(v: &Value) -> Result<String, String> {
+    let url = text(v)?;
+    let valid = if url.starts_with("sqlite:") {
+        sqlx::sqlite::SqliteConnectOptions::from_str(&url).is_ok()
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        sqlx::postgres::PgConnectOptions::from_str(&url).is_ok()
+    } else {
+        return Err("expected a URL starting with sqlite:, postgres:// or postgresql://".to_owned());
+    };
+    if valid {
+        Ok(url)
+    } else {
+        Err(format!("not a valid database URL: {:?}", redact_url(&url)))
+    }
+}
+
+fn base_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw.trim_end_matches('/')).map_err(|e| format!("not a URL ({e})"))?;
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err("must not carry a query, a fragment or credentials".to_owned());
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err("plain http:// would send the apikey in clear; use https:// \
+                       (http:// is allowed only to a loopback address)"
+            .to_owned()),
+        other => Err(format!("unsupported scheme {other:?}; use https://")),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
+fn apikey(raw: String) -> Result<SecretString, String> {
+    if raw.is_empty() {
+        return Err("the apikey is empty".to_owned());
+    }
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the apikey contains whitespace or control characters".to_owned());
+    }
+    Ok(SecretString::from(raw))
+}

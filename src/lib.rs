@@ -1,0 +1,14 @@
+//! session-reaper: deletes stale Zoho Office Integrator sessions recorded in a database table,
+//! through a rate-limited worker pool with retries, and records every outcome back.
+
+pub mod api;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod session_id;
+pub mod shutdown;
+pub mod standin;
+pub mod store;
+pub mod systemd;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,262 @@
+//! A stand-in for the Office Integrator session API, for demos, tests and benchmarks on loopback.
+//!
+//! It answers the way `office-integrator-api.md` says the real service does: HTTP 200 with one of
+//! the three documented success shapes, HTTP 400 with `{"code", "message"}` errors (1833 for a
+//! session that is already gone, 1837 without a key, 1846 for a wrong key). A session id's prefix
+//! picks a scenario, so one table can hold every kind of session:
+//!
+//! | prefix        | answer                                                             |
+//! |---------------|--------------------------------------------------------------------|
+//! | `gone-`       | 400, code 1833 (invalid session id: nothing to delete)              |
+//! | `expired-`    | 400, code 1834 (session expired)                                    |
+//! | `bad-`        | 400, code 1832 (a permanent error for that row)                     |
+//! | `flakyN-`     | the first N requests get a proxy's HTML 502 page, then success      |
+//! | `busyN-`      | the first N requests get code 1861 (server busy), then success      |
+//! | `limitedN-`   | the first N requests get 429 with `Retry-After: 1`, then success    |
+//! | anything else | success; a second delete of the same id answers 1833               |
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// One request as the stand-in saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenRequest {
+    pub method: String,
+    pub path: String,
+    pub apikey: Option<String>,
+}
+
+/// What the stand-in knows and has seen; shared with the test that started it.
+#[derive(Debug)]
+pub struct StandInState {
+    apikey: Mutex<String>,
+    latency: Mutex<Duration>,
+    quota_spent: Mutex<bool>,
+    /// Keep every request (tests) or only counts (benchmarks of a million rows).
+    keep_requests: bool,
+    seen: Mutex<Seen>,
+    started: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    requests: Vec<SeenRequest>,
+    per_session: HashMap<String, u32>,
+    deleted_twice: u64,
+    per_second: BTreeMap<u64, u64>,
+    off_contract: u64,
+    total: u64,
+}
+
+/// Summary counts, also served as JSON at `GET /__standin/stats`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StandInStats {
+    pub requests: u64,
+    pub sessions: usize,
+    /// Requests that did not match `DELETE /writer/officeapi/v1/sessions/<token>`.
+    pub off_contract: u64,
+    /// Successful deletions of an id that had already been deleted.
+    pub deleted_twice: u64,
+    pub max_per_second: u64,
+    pub per_second: Vec<u64>,
+}
+
+/// A running stand-in.
+pub struct StandIn {
+    pub addr: SocketAddr,
+    pub state: Arc<StandInState>,
+    stop: CancellationToken,
+}
+
+impl StandIn {
+    /// Serves on `listen` (use port 0 for any free port) until dropped or stopped.
+    pub async fn start(listen: SocketAddr, apikey: &str, keep_requests: bool) -> std::io::Result<Self> {
+        let state = Arc::new(StandInState {
+            apikey: Mutex::new(apikey.to_owned()),
+            latency: Mutex::new(Duration::ZERO),
+            quota_spent: Mutex::new(false),
+            keep_requests,
+            seen: Mutex::new(Seen::default()),
+            started: Instant::now(),
+        });
+        let app = Router::new()
+            .route("/writer/officeapi/v1/sessions/{id}", any(delete_session))
+            .route("/__standin/stats", get(stats))
+            .fallback(off_contract)
+            .with_state(state.clone());
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await;
+        });
+        Ok(Self { addr, state, stop })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl StandInState {
+    pub fn set_apikey(&self, apikey: &str) {
+        *self.apikey.lock().expect("lock") = apikey.to_owned();
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        *self.latency.lock().expect("lock") = latency;
+    }
+
+    /// While spent, every call answers 1845 (API call limit exceeded).
+    pub fn set_quota_spent(&self, spent: bool) {
+        *self.quota_spent.lock().expect("lock") = spent;
+    }
+
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.seen.lock().expect("lock").requests.clone()
+    }
+
+    /// How many requests named this session id.
+    pub fn count_for(&self, session_id: &str) -> u32 {
+        self.seen.lock().expect("lock").per_session.get(session_id).copied().unwrap_or(0)
+    }
+
+    pub fn stats(&self) -> StandInStats {
+        let seen = self.seen.lock().expect("lock");
+        let per_second: Vec<u64> = seen.per_second.values().copied().collect();
+        StandInStats {
+            requests: seen.total,
+            sessions: seen.per_session.len(),
+            off_contract: seen.off_contract,
+            deleted_twice: seen.deleted_twice,
+            max_per_second: per_second.iter().copied().max().unwrap_or(0),
+            per_second,
+        }
+    }
+}
+
+async fn stats(State(state): State<Arc<StandInState>>) -> Response {
+    axum::Json(state.stats()).into_response()
+}
+
+async fn off_contract(State(state): State<Arc<StandInState>>, request: axum::extract::Request) -> Response {
+    let mut seen = state.seen.lock().expect("lock");
+    seen.off_contract += 1;
+    seen.total += 1;
+    if state.keep_requests {
+        let path = request.uri().path().to_owned();
+        seen.requests.push(SeenRequest { method: request.method().to_string(), path, apikey: None });
+    }
+    (StatusCode::NOT_FOUND, "<html><body>404 Not Found</body></html>").into_response()
+}
+
+/// The scenario a session id asks for, and how many requests it fails before it succeeds.
+fn scenario(id: &str) -> (&str, u32) {
+    let prefix = id.split('-').next().unwrap_or_default();
+    let digits = prefix.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+    let name = &prefix[..prefix.len() - digits.len()];
+    (name, digits.parse().unwrap_or(0))
+}
+
+fn api_error(code: &str, message: &str) -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(json!({"code": code, "message": message}))).into_response()
+}
+
+async fn delete_session(
+    State(state): State<Arc<StandInState>>,
+    method: axum::http::Method,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let apikey = query
+        .as_deref()
+        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "apikey").map(|(_, v)| v.into_owned()));
+    let token = crate::session_id::SessionId::parse(&id).is_ok();
+    let (seen_before, already_deleted) = {
+        let mut seen = state.seen.lock().expect("lock");
+        seen.total += 1;
+        let second = state.started.elapsed().as_secs();
+        *seen.per_second.entry(second).or_default() += 1;
+        if method != axum::http::Method::DELETE || !token {
+            seen.off_contract += 1;
+        }
+        if state.keep_requests {
+            seen.requests.push(SeenRequest { method: method.to_string(), path: format!("/writer/officeapi/v1/sessions/{id}"), apikey: apikey.clone() });
+        }
+        let count = seen.per_session.entry(id.clone()).or_default();
+        *count += 1;
+        (*count - 1, *count > 1)
+    };
+    let latency = *state.latency.lock().expect("lock");
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if method != axum::http::Method::DELETE {
+        return api_error("1838", "Invalid method");
+    }
+    match apikey {
+        None => return api_error("1837", "Mandatory parameter(s) missing"),
+        Some(key) if key != *state.apikey.lock().expect("lock") => {
+            // The real service's messages are not known to omit the key; echo it to prove we scrub.
+            return api_error("1846", &format!("Invalid API Key {key}"));
+        }
+        Some(_) => {}
+    }
+    if *state.quota_spent.lock().expect("lock") {
+        return api_error("1845", "API call limit exceeded");
+    }
+    let (name, failures) = scenario(&id);
+    let failing = seen_before < failures;
+    match name {
+        "gone" => return api_error("1833", "Invalid session id"),
+        "expired" => return api_error("1834", "Session expired"),
+        "bad" => return api_error("1832", "Invalid parameter value"),
+        "flaky" if failing => {
+            let page = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>";
+            let mut response = (StatusCode::BAD_GATEWAY, page).into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            return response;
+        }
+        "busy" if failing => return api_error("1861", "Server may be down or busy"),
+        "limited" if failing => {
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
+        _ => {}
+    }
+    // Deleting twice: the session no longer exists, as the real service most likely answers.
+    let deletions_before = seen_before.saturating_sub(failures);
+    if already_deleted && deletions_before > 0 {
+        state.seen.lock().expect("lock").deleted_twice += 1;
+        return api_error("1833", "Invalid session id");
+    }
+    let body = match id.len() % 3 {
+        0 => json!({"session_delete": true}),
+        1 => json!({"session_deleted": true}),
+        _ => json!({"session_delete": "true"}),
+    };
+    axum::Json(body).into_response()
+}

@@ -1,0 +1,215 @@
+//! The database behind one interface: all SQL lives in the backend modules below, chosen by the
+//! scheme of `database.url`. Every query takes `now` from the caller, so tests control time.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// States of a row, as stored in `reaper_sessions.state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum State {
+    /// Written by the application; due at `delete_after` or when stale.
+    Pending,
+    /// A transient failure; due again at `next_attempt_at`.
+    Retrying,
+    /// The API confirmed the deletion.
+    Deleted,
+    /// The API answered 1833 or 1834: nothing left to delete.
+    Gone,
+    /// A permanent error, or attempts exhausted; `last_error` says which.
+    Failed,
+    /// A malformed session id: never sent.
+    Invalid,
+}
+
+impl State {
+    pub const ALL: [State; 6] =
+        [State::Pending, State::Retrying, State::Deleted, State::Gone, State::Failed, State::Invalid];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Retrying => "retrying",
+            State::Deleted => "deleted",
+            State::Gone => "gone",
+            State::Failed => "failed",
+            State::Invalid => "invalid",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        State::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, State::Pending | State::Retrying)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a claim asks for.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    pub owner: &'a str,
+    pub now: DateTime<Utc>,
+    pub lease: Duration,
+    /// Rows due at or before this moment are taken; `run --once` fixes it at its start.
+    pub due_by: DateTime<Utc>,
+    /// A row whose last activity is older than `due_by - stale_after` is stale.
+    pub stale_after: Duration,
+    pub limit: u32,
+}
+
+/// A row leased to us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedRow {
+    pub id: i64,
+    pub session_id: String,
+    pub attempts: i32,
+    /// The row was leased by someone else whose lease ran out (a crashed or stuck worker).
+    pub taken_over: bool,
+}
+
+/// One outcome to write back; applied only while `owner` still holds the row's lease.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutcomeWrite {
+    /// The row reaches `state` (terminal, or `retrying` with `next_attempt_at`).
+    Finish {
+        id: i64,
+        state: State,
+        /// Whether this answer counts as an attempt (429, quota and key problems do not).
+        charge: bool,
+        http_status: Option<i32>,
+        api_code: Option<i64>,
+        error: Option<String>,
+        /// `None` when no request was made (invalid ids).
+        attempted_at: Option<DateTime<Utc>>,
+        next_attempt_at: Option<DateTime<Utc>>,
+        /// When the outcome was decided; becomes `finished_at` for terminal states.
+        decided_at: DateTime<Utc>,
+    },
+    /// Give the row back untouched (shutdown before its request started).
+    Release { id: i64 },
+}
+
+/// Counts and times for `status` and the summary line.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatusReport {
+    pub counts: BTreeMap<State, i64>,
+    /// Open rows whose lease is held right now.
+    pub in_flight: i64,
+    /// When the earliest open row is (or was) due; in the past means a backlog.
+    pub earliest_due: Option<DateTime<Utc>>,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_error: Option<(DateTime<Utc>, String)>,
+}
+
+impl StatusReport {
+    pub fn open(&self) -> i64 {
+        self.count(State::Pending) + self.count(State::Retrying)
+    }
+
+    pub fn count(&self, state: State) -> i64 {
+        self.counts.get(&state).copied().unwrap_or(0)
+    }
+}
+
+/// The configured database; cheap to clone (pools are shared).
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($store) => $call,
+            Store::Postgres($store) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (and for SQLite creates) the database named by `url`.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(SqliteStore::connect(url).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(PgStore::connect(url).await?))
+        } else {
+            anyhow::bail!("database.url must start with sqlite:, postgres:// or postgresql://")
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies the backend's migrations (safe when several replicas start at once).
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        dispatch!(self, s => s.migrate().await)
+    }
+
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        dispatch!(self, s => s.ping().await)
+    }
+
+    /// Leases up to `limit` due rows to `owner`, oldest first.
+    pub async fn claim(&self, request: &ClaimRequest<'_>) -> anyhow::Result<Vec<ClaimedRow>> {
+        dispatch!(self, s => s.claim(request).await)
+    }
+
+    /// Writes a batch of outcomes in one transaction; returns how many rows the lease let through.
+    pub async fn write_outcomes(
+        &self,
+        owner: &str,
+        outcomes: &[OutcomeWrite],
+    ) -> anyhow::Result<u64> {
+        dispatch!(self, s => s.write_outcomes(owner, outcomes).await)
+    }
+
+    /// Extends every lease `owner` holds to `until` (the heartbeat).
+    pub async fn renew_leases(&self, owner: &str, until: DateTime<Utc>) -> anyhow::Result<u64> {
+        dispatch!(self, s => s.renew_leases(owner, until).await)
+    }
+
+    /// Inserts ids due at `now`; existing ids are left alone. Returns how many were new.
+    pub async fn enqueue(&self, ids: &[String], now: DateTime<Utc>) -> anyhow::Result<u64> {
+        dispatch!(self, s => s.enqueue(ids, now).await)
+    }
+
+    pub async fn status(
+        &self,
+        now: DateTime<Utc>,
+        stale_after: Duration,
+    ) -> anyhow::Result<StatusReport> {
+        dispatch!(self, s => s.status(now, stale_after).await)
+    }
+
+    /// The earliest moment an open, unleased row becomes due (for sleeping while idle).
+    pub async fn next_due(&self, stale_after: Duration) -> anyhow::Result<Option<DateTime<Utc>>> {
+        dispatch!(self, s => s.next_due(stale_after).await)
+    }
+}
+
+/// Chrono's duration from std's, saturating (config durations are far below the limit).
+pub(crate) fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}

@@ -1,0 +1,278 @@
+//! PostgreSQL backend: for production and several replicas on one table. Claims take
+//! `FOR UPDATE SKIP LOCKED`, so replicas never wait on each other's rows; outcome batches are one
+//! `UPDATE ... FROM UNNEST(...)` round trip; migrations hold sqlx's advisory lock, so replicas
+//! starting together apply them once.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row};
+
+use super::{ClaimRequest, ClaimedRow, OutcomeWrite, State, StatusReport, chrono_duration};
+
+/// Claimer, outcome writer, heartbeat and a spare.
+const MAX_CONNECTIONS: u32 = 6;
+/// How long a query waits for a free connection before the outage is reported.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(url).context("Failed to parse the PostgreSQL URL")?;
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .context("Failed to connect to PostgreSQL")?;
+        Ok(Self { pool })
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        sqlx::migrate!("migrations/postgres")
+            .run(&self.pool)
+            .await
+            .context("Failed to migrate the PostgreSQL database")
+    }
+
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.context("PostgreSQL is not answering")?;
+        Ok(())
+    }
+
+    /// Locks: the claimed rows (`FOR UPDATE SKIP LOCKED`), skipping rows other replicas hold.
+    pub async fn claim(&self, r: &ClaimRequest<'_>) -> anyhow::Result<Vec<ClaimedRow>> {
+        let rows = sqlx::query(
+            "WITH picked AS (
+                 SELECT id, lease_owner AS previous_owner FROM reaper_sessions
+                  WHERE state IN ('pending', 'retrying')
+                    AND (lease_expires_at IS NULL OR lease_expires_at <= $3)
+                    AND ((state = 'pending' AND (delete_after <= $4 OR last_activity_at <= $5))
+                      OR (state = 'retrying' AND next_attempt_at <= $4))
+                  ORDER BY id
+                  LIMIT $6
+                  FOR UPDATE SKIP LOCKED)
+             UPDATE reaper_sessions r
+                SET lease_owner = $1, lease_expires_at = $2, taken_over_from = picked.previous_owner
+               FROM picked
+              WHERE r.id = picked.id
+          RETURNING r.id, r.session_id, r.attempts, picked.previous_owner",
+        )
+        .bind(r.owner)
+        .bind(r.now + chrono_duration(r.lease))
+        .bind(r.now)
+        .bind(r.due_by)
+        .bind(r.due_by - chrono_duration(r.stale_after))
+        .bind(i64::from(r.limit))
+        .fetch_all(&self.pool)
+        .await
+        .context("Failed to claim due sessions")?;
+        let mut claimed: Vec<ClaimedRow> = rows
+            .into_iter()
+            .map(|row| ClaimedRow {
+                id: row.get("id"),
+                session_id: row.get("session_id"),
+                attempts: row.get("attempts"),
+                taken_over: row.get::<Option<String>, _>("previous_owner").is_some(),
+            })
+            .collect();
+        claimed.sort_by_key(|row| row.id);
+        Ok(claimed)
+    }
+
+    /// Locks: the rows written, each only while `owner` still holds its lease (a takeover
+    /// never gets overwritten by the replica it rescued from).
+    pub async fn write_outcomes(&self, owner: &str, outcomes: &[OutcomeWrite]) -> anyhow::Result<u64> {
+        let mut finish = FinishColumns::default();
+        let mut released: Vec<i64> = Vec::new();
+        for outcome in outcomes {
+            match outcome {
+                OutcomeWrite::Finish { .. } => finish.push(outcome),
+                OutcomeWrite::Release { id } => released.push(*id),
+            }
+        }
+        let mut tx = self.pool.begin().await.context("Failed to begin an outcome batch")?;
+        let mut written = 0;
+        if !finish.ids.is_empty() {
+            let done = sqlx::query(
+                "UPDATE reaper_sessions r
+                    SET state = u.state, attempts = r.attempts + u.charge,
+                        last_http_status = u.http_status, last_api_code = u.api_code,
+                        last_error = u.error,
+                        first_attempt_at = COALESCE(r.first_attempt_at, u.attempted_at),
+                        last_attempt_at = COALESCE(u.attempted_at, r.last_attempt_at),
+                        finished_at = u.finished_at, next_attempt_at = u.next_attempt_at,
+                        lease_owner = NULL, lease_expires_at = NULL
+                   FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::int[], $5::bigint[],
+                               $6::text[], $7::timestamptz[], $8::timestamptz[], $9::timestamptz[])
+                        AS u(id, state, charge, http_status, api_code, error, attempted_at,
+                             finished_at, next_attempt_at)
+                  WHERE r.id = u.id AND r.lease_owner = $10 AND r.state IN ('pending', 'retrying')",
+            )
+            .bind(&finish.ids)
+            .bind(&finish.states)
+            .bind(&finish.charges)
+            .bind(&finish.http_statuses)
+            .bind(&finish.api_codes)
+            .bind(&finish.errors)
+            .bind(&finish.attempted_at)
+            .bind(&finish.finished_at)
+            .bind(&finish.next_attempt_at)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await
+            .context("Failed to write outcomes")?;
+            written += done.rows_affected();
+        }
+        if !released.is_empty() {
+            let done = sqlx::query(
+                "UPDATE reaper_sessions SET lease_owner = NULL, lease_expires_at = NULL
+                  WHERE id = ANY($1) AND lease_owner = $2",
+            )
+            .bind(&released)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await
+            .context("Failed to release leases")?;
+            written += done.rows_affected();
+        }
+        tx.commit().await.context("Failed to commit an outcome batch")?;
+        Ok(written)
+    }
+
+    /// Locks: the rows leased to `owner`.
+    pub async fn renew_leases(&self, owner: &str, until: DateTime<Utc>) -> anyhow::Result<u64> {
+        let done = sqlx::query(
+            "UPDATE reaper_sessions SET lease_expires_at = $1
+              WHERE lease_owner = $2 AND state IN ('pending', 'retrying')",
+        )
+        .bind(until)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .context("Failed to renew leases")?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn enqueue(&self, ids: &[String], now: DateTime<Utc>) -> anyhow::Result<u64> {
+        let done = sqlx::query(
+            "INSERT INTO reaper_sessions (session_id, delete_after)
+             SELECT id, $2 FROM UNNEST($1::text[]) AS ids(id)
+             ON CONFLICT (session_id) DO NOTHING",
+        )
+        .bind(ids)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .context("Failed to insert session ids")?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn status(&self, now: DateTime<Utc>, stale_after: Duration) -> anyhow::Result<StatusReport> {
+        let mut report = StatusReport::default();
+        let counts = sqlx::query("SELECT state, COUNT(*) AS n FROM reaper_sessions GROUP BY state")
+            .fetch_all(&self.pool)
+            .await
+            .context("Failed to count sessions")?;
+        for row in counts {
+            if let Some(state) = State::parse(row.get("state")) {
+                report.counts.insert(state, row.get("n"));
+            }
+        }
+        let row = sqlx::query(
+            "SELECT
+               (SELECT COUNT(*) FROM reaper_sessions
+                 WHERE state IN ('pending', 'retrying') AND lease_expires_at > $1) AS in_flight,
+               (SELECT MAX(finished_at) FROM reaper_sessions
+                 WHERE state IN ('deleted', 'gone')) AS last_success",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .context("Failed to read the status")?;
+        report.in_flight = row.get("in_flight");
+        report.last_success = row.get("last_success");
+        report.earliest_due = self.earliest_due(stale_after, false).await?;
+        let error = sqlx::query(
+            "SELECT last_attempt_at, last_error FROM reaper_sessions
+              WHERE last_error IS NOT NULL AND last_attempt_at IS NOT NULL
+              ORDER BY last_attempt_at DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .context("Failed to read the last error")?;
+        report.last_error = error.map(|row| (row.get("last_attempt_at"), row.get("last_error")));
+        Ok(report)
+    }
+
+    pub async fn next_due(&self, stale_after: Duration) -> anyhow::Result<Option<DateTime<Utc>>> {
+        self.earliest_due(stale_after, true).await
+    }
+
+    /// Earliest due moment among open rows; with `leases`, a leased row counts as due when its
+    /// lease runs out (a crashed replica's rows).
+    async fn earliest_due(&self, stale_after: Duration, leases: bool) -> anyhow::Result<Option<DateTime<Utc>>> {
+        sqlx::query_scalar(
+            "SELECT MIN(CASE
+                          WHEN $2 AND lease_owner IS NOT NULL THEN lease_expires_at
+                          WHEN state = 'retrying' THEN next_attempt_at
+                          ELSE LEAST(delete_after, last_activity_at + $1) END)
+               FROM reaper_sessions
+              WHERE state IN ('pending', 'retrying')",
+        )
+        .bind(chrono_duration(stale_after))
+        .bind(leases)
+        .fetch_one(&self.pool)
+        .await
+        .context("Failed to find the next due session")
+    }
+}
+
+/// Outcome batch as parallel arrays, for one `UNNEST` round trip.
+#[derive(Default)]
+struct FinishColumns {
+    ids: Vec<i64>,
+    states: Vec<&'static str>,
+    charges: Vec<i32>,
+    http_statuses: Vec<Option<i32>>,
+    api_codes: Vec<Option<i64>>,
+    errors: Vec<Option<String>>,
+    attempted_at: Vec<Option<DateTime<Utc>>>,
+    finished_at: Vec<Option<DateTime<Utc>>>,
+    next_attempt_at: Vec<Option<DateTime<Utc>>>,
+}
+
+impl FinishColumns {
+    fn push(&mut self, outcome: &OutcomeWrite) {
+        let OutcomeWrite::Finish {
+            id,
+            state,
+            charge,
+            http_status,
+            api_code,
+            error,
+            attempted_at,
+            next_attempt_at,
+            decided_at,
+        } = outcome
+        else {
+            return;
+        };
+        self.ids.push(*id);
+        self.states.push(state.as_str());
+        self.charges.push(i32::from(*charge));
+        self.http_statuses.push(*http_status);
+        self.api_codes.push(*api_code);
+        self.errors.push(error.clone());
+        self.attempted_at.push(*attempted_at);
+        self.finished_at.push(state.is_terminal().then(|| *decided_at));
+        self.next_attempt_at.push(*next_attempt_at);
+    }
+}

@@ -1,0 +1,253 @@
+//! SQLite backend: the embedded default. WAL mode and a busy timeout let the application and
+//! the daemon write the same file; claims run in `BEGIN IMMEDIATE` so two daemons never lease
+//! the same row. Times are Unix epoch milliseconds.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, SqlitePool};
+
+use super::{ClaimRequest, ClaimedRow, OutcomeWrite, State, StatusReport, chrono_duration};
+
+/// How long a statement waits for another writer before failing with "database is locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// SQLite writes one at a time; a few connections serve the claimer, writer and heartbeat.
+const MAX_CONNECTIONS: u32 = 4;
+/// Rows per multi-row INSERT (two bound values each, far below SQLite's variable limit).
+const ENQUEUE_CHUNK: usize = 2_000;
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .context("Failed to parse the SQLite URL")?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable against process crashes in WAL mode, which is what we face.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(BUSY_TIMEOUT + Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .context("Failed to open the SQLite database")?;
+        Ok(Self { pool })
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        sqlx::migrate!("migrations/sqlite")
+            .run(&self.pool)
+            .await
+            .context("Failed to migrate the SQLite database")
+    }
+
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.context("SQLite is not answering")?;
+        Ok(())
+    }
+
+    /// Locks: the whole database for writing (`BEGIN IMMEDIATE`), for one short statement.
+    pub async fn claim(&self, r: &ClaimRequest<'_>) -> anyhow::Result<Vec<ClaimedRow>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.context("Failed to begin a claim")?;
+        let rows = sqlx::query(
+            "UPDATE reaper_sessions
+                SET lease_owner = ?1, lease_expires_at = ?2, taken_over_from = lease_owner
+              WHERE id IN (
+                    SELECT id FROM reaper_sessions
+                     WHERE state IN ('pending', 'retrying')
+                       AND (lease_expires_at IS NULL OR lease_expires_at <= ?3)
+                       AND ((state = 'pending' AND (delete_after <= ?4 OR last_activity_at <= ?5))
+                         OR (state = 'retrying' AND next_attempt_at <= ?4))
+                     ORDER BY id
+                     LIMIT ?6)
+          RETURNING id, session_id, attempts, taken_over_from",
+        )
+        .bind(r.owner)
+        .bind(ms(r.now + chrono_duration(r.lease)))
+        .bind(ms(r.now))
+        .bind(ms(r.due_by))
+        .bind(ms(r.due_by - chrono_duration(r.stale_after)))
+        .bind(i64::from(r.limit))
+        .fetch_all(&mut *tx)
+        .await
+        .context("Failed to claim due sessions")?;
+        tx.commit().await.context("Failed to commit a claim")?;
+        let mut claimed: Vec<ClaimedRow> = rows
+            .into_iter()
+            .map(|row| ClaimedRow {
+                id: row.get("id"),
+                session_id: row.get("session_id"),
+                attempts: row.get("attempts"),
+                taken_over: row.get::<Option<String>, _>("taken_over_from").is_some(),
+            })
+            .collect();
+        claimed.sort_by_key(|row| row.id);
+        Ok(claimed)
+    }
+
+    /// Locks: the database for writing, for one transaction per batch.
+    pub async fn write_outcomes(&self, owner: &str, outcomes: &[OutcomeWrite]) -> anyhow::Result<u64> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.context("Failed to begin an outcome batch")?;
+        let mut written = 0;
+        for outcome in outcomes {
+            let result = match outcome {
+                OutcomeWrite::Finish {
+                    id,
+                    state,
+                    charge,
+                    http_status,
+                    api_code,
+                    error,
+                    attempted_at,
+                    next_attempt_at,
+                    decided_at,
+                } => {
+                    let finished_at = state.is_terminal().then(|| *decided_at);
+                    sqlx::query(
+                        "UPDATE reaper_sessions
+                            SET state = ?1, attempts = attempts + ?2, last_http_status = ?3,
+                                last_api_code = ?4, last_error = ?5,
+                                first_attempt_at = COALESCE(first_attempt_at, ?6),
+                                last_attempt_at = COALESCE(?6, last_attempt_at),
+                                finished_at = ?7, next_attempt_at = ?8,
+                                lease_owner = NULL, lease_expires_at = NULL
+                          WHERE id = ?9 AND lease_owner = ?10 AND state IN ('pending', 'retrying')",
+                    )
+                    .bind(state.as_str())
+                    .bind(i32::from(*charge))
+                    .bind(*http_status)
+                    .bind(*api_code)
+                    .bind(error.as_deref())
+                    .bind(attempted_at.map(ms))
+                    .bind(finished_at.map(ms))
+                    .bind(next_attempt_at.map(ms))
+                    .bind(*id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await
+                }
+                OutcomeWrite::Release { id } => {
+                    sqlx::query(
+                        "UPDATE reaper_sessions SET lease_owner = NULL, lease_expires_at = NULL
+                          WHERE id = ?1 AND lease_owner = ?2",
+                    )
+                    .bind(*id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await
+                }
+            };
+            written += result.context("Failed to write an outcome")?.rows_affected();
+        }
+        tx.commit().await.context("Failed to commit an outcome batch")?;
+        Ok(written)
+    }
+
+    /// Locks: the rows leased to `owner` (through the lease index).
+    pub async fn renew_leases(&self, owner: &str, until: DateTime<Utc>) -> anyhow::Result<u64> {
+        let done = sqlx::query(
+            "UPDATE reaper_sessions SET lease_expires_at = ?1
+              WHERE lease_owner = ?2 AND state IN ('pending', 'retrying')",
+        )
+        .bind(ms(until))
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .context("Failed to renew leases")?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn enqueue(&self, ids: &[String], now: DateTime<Utc>) -> anyhow::Result<u64> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.context("Failed to begin an enqueue")?;
+        let mut inserted = 0;
+        for chunk in ids.chunks(ENQUEUE_CHUNK) {
+            let mut insert = QueryBuilder::new("INSERT INTO reaper_sessions (session_id, delete_after) ");
+            insert.push_values(chunk, |mut row, id| {
+                row.push_bind(id.as_str()).push_bind(ms(now));
+            });
+            insert.push(" ON CONFLICT (session_id) DO NOTHING");
+            let done = insert.build().execute(&mut *tx).await.context("Failed to insert session ids")?;
+            inserted += done.rows_affected();
+        }
+        tx.commit().await.context("Failed to commit the enqueue")?;
+        Ok(inserted)
+    }
+
+    pub async fn status(&self, now: DateTime<Utc>, stale_after: Duration) -> anyhow::Result<StatusReport> {
+        let mut report = StatusReport::default();
+        let counts = sqlx::query("SELECT state, COUNT(*) AS n FROM reaper_sessions GROUP BY state")
+            .fetch_all(&self.pool)
+            .await
+            .context("Failed to count sessions")?;
+        for row in counts {
+            if let Some(state) = State::parse(row.get("state")) {
+                report.counts.insert(state, row.get("n"));
+            }
+        }
+        let row = sqlx::query(
+            "SELECT
+               (SELECT COUNT(*) FROM reaper_sessions
+                 WHERE state IN ('pending', 'retrying') AND lease_expires_at > ?1) AS in_flight,
+               (SELECT MAX(finished_at) FROM reaper_sessions
+                 WHERE state IN ('deleted', 'gone')) AS last_success",
+        )
+        .bind(ms(now))
+        .fetch_one(&self.pool)
+        .await
+        .context("Failed to read the status")?;
+        report.in_flight = row.get("in_flight");
+        report.last_success = row.get::<Option<i64>, _>("last_success").map(from_ms);
+        report.earliest_due = self.earliest_due(stale_after, false).await?;
+        let error = sqlx::query(
+            "SELECT last_attempt_at, last_error FROM reaper_sessions
+              WHERE last_error IS NOT NULL AND last_attempt_at IS NOT NULL
+              ORDER BY last_attempt_at DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .context("Failed to read the last error")?;
+        report.last_error = error.map(|row| (from_ms(row.get("last_attempt_at")), row.get("last_error")));
+        Ok(report)
+    }
+
+    pub async fn next_due(&self, stale_after: Duration) -> anyhow::Result<Option<DateTime<Utc>>> {
+        self.earliest_due(stale_after, true).await
+    }
+
+    /// Earliest due moment among open rows; with `leases`, a leased row counts as due when its
+    /// lease runs out (a crashed replica's rows).
+    async fn earliest_due(&self, stale_after: Duration, leases: bool) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let stale_ms = i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX / 2);
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(CASE
+                          WHEN ?2 = 1 AND lease_owner IS NOT NULL THEN lease_expires_at
+                          WHEN state = 'retrying' THEN next_attempt_at
+                          ELSE MIN(IFNULL(delete_after, 9000000000000000000),
+                                   IFNULL(last_activity_at + ?1, 9000000000000000000)) END)
+               FROM reaper_sessions
+              WHERE state IN ('pending', 'retrying')",
+        )
+        .bind(stale_ms)
+        .bind(i32::from(leases))
+        .fetch_one(&self.pool)
+        .await
+        .context("Failed to find the next due session")?;
+        Ok(due.filter(|d| *d < 9_000_000_000_000_000_000).map(from_ms))
+    }
+}

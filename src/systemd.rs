@@ -1,0 +1,33 @@
+//! systemd's notify protocol (a no-op when `NOTIFY_SOCKET` is unset): READY=1 once the daemon
+//! can work, STATUS= lines, WATCHDOG=1 from the work loop, STOPPING=1 on shutdown.
+
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+
+pub fn notify_ready() {
+    let _ = sd_notify::notify(&[NotifyState::Ready]);
+}
+
+pub fn notify_stopping() {
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+}
+
+pub fn notify_status(status: &str) {
+    let _ = sd_notify::notify(&[NotifyState::Status(status)]);
+}
+
+pub fn notify_watchdog() {
+    let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+}
+
+/// How often to pet the watchdog: half of `WatchdogSec=`, or never when it is unset.
+pub fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    Some(Duration::from_micros(usec) / 2)
+}

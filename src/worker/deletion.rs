@@ -1,0 +1,226 @@
+//! One unit of work: delete one claimed session and decide what to write back.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Span, field};
+
+use super::backoff::RetryPolicy;
+use super::gate::{Gate, Pass, Reopen};
+use super::limiter::Limiter;
+use super::stats::Stats;
+use crate::api::{Answer, ApiClient, CODE_DEPRECATED, Verdict};
+use crate::session_id::{SessionId, printable};
+use crate::store::{ClaimedRow, OutcomeWrite, State};
+
+/// Pause after a 429 that named no `Retry-After`.
+pub const DEFAULT_429_PAUSE: Duration = Duration::from_secs(5);
+
+/// What happened to one claimed row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeletionOutcome {
+    Deleted,
+    Gone,
+    Failed,
+    Invalid,
+    RetryScheduled,
+    /// Handed back untouched (shutdown before, or the grace ran out during, its request).
+    Released,
+}
+
+impl DeletionOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeletionOutcome::Deleted => "deleted",
+            DeletionOutcome::Gone => "gone",
+            DeletionOutcome::Failed => "failed",
+            DeletionOutcome::Invalid => "invalid",
+            DeletionOutcome::RetryScheduled => "retry_scheduled",
+            DeletionOutcome::Released => "released",
+        }
+    }
+}
+
+/// The two stop signals a deletion obeys.
+#[derive(Clone)]
+pub struct Stop {
+    /// Shutdown began: do not start a request.
+    pub starting: CancellationToken,
+    /// The grace period ran out: abandon the request in flight.
+    pub in_flight: CancellationToken,
+}
+
+/// Everything a deletion needs, shared by all workers of the process.
+pub struct Deleter {
+    pub api: ApiClient,
+    pub gate: Gate,
+    pub limiter: Limiter,
+    pub policy: RetryPolicy,
+    pub quota_pause: Duration,
+    pub key_pause: Duration,
+    pub stats: Arc<Stats>,
+}
+
+impl Deleter {
+    /// Deletes one row's session: waits for the gate and the rate limiter, sends, classifies.
+    /// Pauses (429, quota, key) charge nothing and retry the same row once the gate reopens.
+    #[tracing::instrument(name = "deletion", skip_all, fields(
+        session_id = %printable(&row.session_id), attempt = row.attempts + 1,
+        outcome = field::Empty, http_status = field::Empty, api_code = field::Empty,
+        latency_ms = field::Empty, taken_over = row.taken_over,
+    ))]
+    pub async fn delete(&self, row: &ClaimedRow, stop: &Stop) -> (DeletionOutcome, OutcomeWrite) {
+        let (outcome, write) = self.decide(row, stop).await;
+        Span::current().record("outcome", outcome.as_str());
+        self.stats.record(outcome);
+        match outcome {
+            DeletionOutcome::Failed | DeletionOutcome::Invalid => tracing::warn!("deletion finished"),
+            _ => tracing::info!("deletion finished"),
+        }
+        (outcome, write)
+    }
+
+    async fn decide(&self, row: &ClaimedRow, stop: &Stop) -> (DeletionOutcome, OutcomeWrite) {
+        let release = (DeletionOutcome::Released, OutcomeWrite::Release { id: row.id });
+        let id = match SessionId::parse(&row.session_id) {
+            Ok(id) => id,
+            Err(e) => {
+                let write = self.finish(row, State::Invalid, false, None, Some(e.to_string()));
+                return (DeletionOutcome::Invalid, write);
+            }
+        };
+        loop {
+            let Some(pass) = self.admit(stop).await else { return release };
+            let started = Instant::now();
+            let attempted_at = Utc::now();
+            self.stats.requests.fetch_add(1, Relaxed);
+            let answer = tokio::select! {
+                answer = self.api.delete_session(&id) => answer,
+                _ = stop.in_flight.cancelled() => {
+                    if pass == Pass::Probe { self.gate.probe_abandoned() }
+                    tracing::warn!("request abandoned: the shutdown grace ran out; the row is released");
+                    return release;
+                }
+            };
+            let span = Span::current();
+            span.record("latency_ms", started.elapsed().as_millis() as u64);
+            if let Some(status) = answer.http_status {
+                span.record("http_status", status);
+            }
+            if let Some(code) = answer.api_code {
+                span.record("api_code", code);
+            }
+            if self.pause_for(&answer) {
+                continue;
+            }
+            if pass == Pass::Probe {
+                tracing::info!("the API answers again; resuming all workers");
+                self.gate.probe_succeeded();
+            }
+            return self.conclude(row, answer, attempted_at);
+        }
+    }
+
+    /// Waits for the gate and a rate-limit token. `None` when shutdown comes first.
+    async fn admit(&self, stop: &Stop) -> Option<Pass> {
+        loop {
+            let pass = self.gate.wait(&stop.starting).await?;
+            tokio::select! {
+                _ = self.limiter.until_ready() => {}
+                _ = stop.starting.cancelled() => {
+                    if pass == Pass::Probe { self.gate.probe_abandoned() }
+                    return None;
+                }
+            }
+            if self.gate.still_allows(pass) {
+                return Some(pass);
+            }
+        }
+    }
+
+    /// Closes the gate for answers that are the account's problem, not the row's. Returns
+    /// whether the answer was such a pause (and the row should simply be tried again).
+    fn pause_for(&self, answer: &Answer) -> bool {
+        let (wait, reopen) = match answer.verdict {
+            Verdict::RateLimited { retry_after } => {
+                self.stats.rate_limited.fetch_add(1, Relaxed);
+                (retry_after.unwrap_or(DEFAULT_429_PAUSE), Reopen::AtDeadline)
+            }
+            Verdict::QuotaExhausted => (self.quota_pause, Reopen::WithProbe),
+            Verdict::KeyRejected => (self.key_pause, Reopen::WithProbe),
+            _ => return false,
+        };
+        if self.gate.close_for(wait, reopen) {
+            self.stats.pauses.fetch_add(1, Relaxed);
+            let pause_s = wait.as_secs_f64();
+            let message = answer.message.as_deref().unwrap_or_default();
+            match answer.verdict {
+                Verdict::KeyRejected => tracing::error!(pause_s, api_code = answer.api_code, message,
+                    "the API rejected the apikey: all calls stopped, rows untouched; fix api.apikey"),
+                Verdict::QuotaExhausted => tracing::warn!(pause_s, message,
+                    "the account's API quota is spent: all calls paused"),
+                _ => tracing::warn!(pause_s, "the API asked us to slow down (429): all calls paused"),
+            }
+        }
+        true
+    }
+
+    fn conclude(&self, row: &ClaimedRow, answer: Answer, at: chrono::DateTime<Utc>) -> (DeletionOutcome, OutcomeWrite) {
+        let attempts = u32::try_from(row.attempts).unwrap_or(0) + 1;
+        let status = answer.http_status.map(i32::from);
+        let finish = |state, message: Option<String>| OutcomeWrite::Finish {
+            id: row.id,
+            state,
+            charge: true,
+            http_status: status,
+            api_code: answer.api_code,
+            error: message,
+            attempted_at: Some(at),
+            next_attempt_at: None,
+            decided_at: at,
+        };
+        match answer.verdict {
+            Verdict::Deleted => (DeletionOutcome::Deleted, finish(State::Deleted, None)),
+            Verdict::Gone => (DeletionOutcome::Gone, finish(State::Gone, answer.message)),
+            Verdict::Permanent => {
+                if answer.api_code == Some(CODE_DEPRECATED) {
+                    tracing::error!("the API says this call is deprecated (1879): session-reaper needs an update");
+                }
+                (DeletionOutcome::Failed, finish(State::Failed, answer.message))
+            }
+            Verdict::Transient { retry_after } if self.policy.exhausted(attempts) => {
+                let message = format!("gave up after {attempts} attempts: {}", answer.message.unwrap_or_default());
+                let _ = retry_after;
+                (DeletionOutcome::Failed, finish(State::Failed, Some(message)))
+            }
+            Verdict::Transient { retry_after } => {
+                let next = self.policy.next_attempt_at(at, attempts, retry_after, &mut rand::thread_rng());
+                let mut write = finish(State::Retrying, answer.message);
+                if let OutcomeWrite::Finish { next_attempt_at, .. } = &mut write {
+                    *next_attempt_at = Some(next);
+                }
+                (DeletionOutcome::RetryScheduled, write)
+            }
+            Verdict::RateLimited { .. } | Verdict::QuotaExhausted | Verdict::KeyRejected => {
+                unreachable!("pauses are handled before an answer is concluded")
+            }
+        }
+    }
+
+    fn finish(&self, row: &ClaimedRow, state: State, charge: bool, status: Option<i32>, error: Option<String>) -> OutcomeWrite {
+        OutcomeWrite::Finish {
+            id: row.id,
+            state,
+            charge,
+            http_status: status,
+            api_code: None,
+            error,
+            attempted_at: None,
+            next_attempt_at: None,
+            decided_at: Utc::now(),
+        }
+    }
+}

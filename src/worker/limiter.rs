@@ -1,0 +1,47 @@
+//! The process's request budget: one governor limiter shared by all workers. Its rate can be
+//! changed while running (a replica's share of the cluster budget moves as replicas come and go).
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
+
+/// Spreads workers that are released together, so they do not hit the API in one instant.
+const JITTER: Duration = Duration::from_millis(2);
+
+pub struct Limiter {
+    current: RwLock<(u32, Arc<DefaultDirectRateLimiter>)>,
+    burst: NonZeroU32,
+}
+
+impl Limiter {
+    pub fn new(rate_per_second: u32, burst: u32) -> Self {
+        let burst = NonZeroU32::new(burst.max(1)).expect("at least 1");
+        let limiter = Self::build(rate_per_second, burst);
+        Self { current: RwLock::new((rate_per_second, limiter)), burst }
+    }
+
+    fn build(rate_per_second: u32, burst: NonZeroU32) -> Arc<DefaultDirectRateLimiter> {
+        let rate = NonZeroU32::new(rate_per_second.max(1)).expect("at least 1");
+        Arc::new(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)))
+    }
+
+    pub fn rate(&self) -> u32 {
+        self.current.read().expect("limiter lock").0
+    }
+
+    /// Replaces the rate; waiters already queued finish on the old limiter.
+    pub fn set_rate(&self, rate_per_second: u32) {
+        let mut current = self.current.write().expect("limiter lock");
+        if current.0 != rate_per_second {
+            *current = (rate_per_second, Self::build(rate_per_second, self.burst));
+        }
+    }
+
+    /// Waits for one request's worth of budget.
+    pub async fn until_ready(&self) {
+        let limiter = self.current.read().expect("limiter lock").1.clone();
+        limiter.until_ready_with_jitter(Jitter::up_to(JITTER)).await;
+    }
+}
