@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "session-reaper", version, about = "Deletes stale Zoho Office Integrator sessions recorded in a database table.")]
+#[command(
+    name = "session-reaper",
+    version,
+    about = "Deletes stale Zoho Office Integrator sessions recorded in a database table."
+)]
 pub struct Cli {
     /// TOML configuration file; defaults, then this file, then SESSION_REAPER_* variables.
     #[arg(long, global = true, value_name = "PATH")]
@@ -52,7 +56,12 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:8099")]
         listen: SocketAddr,
         /// The apikey the stand-in accepts.
-        #[arg(long, env = "SESSION_REAPER_STANDIN_APIKEY", default_value = "demo-key", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "SESSION_REAPER_STANDIN_APIKEY",
+            default_value = "demo-key",
+            hide_env_values = true
+        )]
         apikey: String,
         /// Delay before every answer, like `100ms`.
         #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]

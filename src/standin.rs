@@ -15,7 +15,7 @@
 //! | `limitedN-`   | the first N requests get 429 with `Retry-After: 1`, then success    |
 //! | anything else | success; a second delete of the same id answers 1833               |
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,6 +53,9 @@ pub struct StandInState {
 struct Seen {
     requests: Vec<SeenRequest>,
     per_session: HashMap<String, u32>,
+    /// Requests that got past the key and quota checks, per id: what scenarios count.
+    scenario_hits: HashMap<String, u32>,
+    deleted: HashSet<String>,
     deleted_twice: u64,
     per_second: BTreeMap<u64, u64>,
     off_contract: u64,
@@ -66,7 +69,7 @@ pub struct StandInStats {
     pub sessions: usize,
     /// Requests that did not match `DELETE /writer/officeapi/v1/sessions/<token>`.
     pub off_contract: u64,
-    /// Successful deletions of an id that had already been deleted.
+    /// Requests for an id that had already been deleted.
     pub deleted_twice: u64,
     pub max_per_second: u64,
     pub per_second: Vec<u64>,
@@ -100,7 +103,9 @@ impl StandIn {
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stopped.cancelled_owned())
+                .await;
         });
         Ok(Self { addr, state, stop })
     }
@@ -140,7 +145,13 @@ impl StandInState {
 
     /// How many requests named this session id.
     pub fn count_for(&self, session_id: &str) -> u32 {
-        self.seen.lock().expect("lock").per_session.get(session_id).copied().unwrap_or(0)
+        self.seen
+            .lock()
+            .expect("lock")
+            .per_session
+            .get(session_id)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn stats(&self) -> StandInStats {
@@ -167,7 +178,11 @@ async fn off_contract(State(state): State<Arc<StandInState>>, request: axum::ext
     seen.total += 1;
     if state.keep_requests {
         let path = request.uri().path().to_owned();
-        seen.requests.push(SeenRequest { method: request.method().to_string(), path, apikey: None });
+        seen.requests.push(SeenRequest {
+            method: request.method().to_string(),
+            path,
+            apikey: None,
+        });
     }
     (StatusCode::NOT_FOUND, "<html><body>404 Not Found</body></html>").into_response()
 }
@@ -181,7 +196,11 @@ fn scenario(id: &str) -> (&str, u32) {
 }
 
 fn api_error(code: &str, message: &str) -> Response {
-    (StatusCode::BAD_REQUEST, axum::Json(json!({"code": code, "message": message}))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"code": code, "message": message})),
+    )
+        .into_response()
 }
 
 async fn delete_session(
@@ -190,11 +209,13 @@ async fn delete_session(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let apikey = query
-        .as_deref()
-        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "apikey").map(|(_, v)| v.into_owned()));
+    let apikey = query.as_deref().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "apikey")
+            .map(|(_, v)| v.into_owned())
+    });
     let token = crate::session_id::SessionId::parse(&id).is_ok();
-    let (seen_before, already_deleted) = {
+    {
         let mut seen = state.seen.lock().expect("lock");
         seen.total += 1;
         let second = state.started.elapsed().as_secs();
@@ -203,12 +224,14 @@ async fn delete_session(
             seen.off_contract += 1;
         }
         if state.keep_requests {
-            seen.requests.push(SeenRequest { method: method.to_string(), path: format!("/writer/officeapi/v1/sessions/{id}"), apikey: apikey.clone() });
+            seen.requests.push(SeenRequest {
+                method: method.to_string(),
+                path: format!("/writer/officeapi/v1/sessions/{id}"),
+                apikey: apikey.clone(),
+            });
         }
-        let count = seen.per_session.entry(id.clone()).or_default();
-        *count += 1;
-        (*count - 1, *count > 1)
-    };
+        *seen.per_session.entry(id.clone()).or_default() += 1;
+    }
     let latency = *state.latency.lock().expect("lock");
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -228,7 +251,13 @@ async fn delete_session(
         return api_error("1845", "API call limit exceeded");
     }
     let (name, failures) = scenario(&id);
-    let failing = seen_before < failures;
+    let (failing, already_deleted) = {
+        let mut seen = state.seen.lock().expect("lock");
+        let hits = seen.scenario_hits.entry(id.clone()).or_default();
+        *hits += 1;
+        let failing = *hits <= failures;
+        (failing, seen.deleted.contains(&id))
+    };
     match name {
         "gone" => return api_error("1833", "Invalid session id"),
         "expired" => return api_error("1834", "Session expired"),
@@ -236,23 +265,27 @@ async fn delete_session(
         "flaky" if failing => {
             let page = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>";
             let mut response = (StatusCode::BAD_GATEWAY, page).into_response();
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
             return response;
         }
         "busy" if failing => return api_error("1861", "Server may be down or busy"),
         "limited" if failing => {
             let mut response = (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return response;
         }
         _ => {}
     }
     // Deleting twice: the session no longer exists, as the real service most likely answers.
-    let deletions_before = seen_before.saturating_sub(failures);
-    if already_deleted && deletions_before > 0 {
+    if already_deleted {
         state.seen.lock().expect("lock").deleted_twice += 1;
         return api_error("1833", "Invalid session id");
     }
+    state.seen.lock().expect("lock").deleted.insert(id.clone());
     let body = match id.len() % 3 {
         0 => json!({"session_delete": true}),
         1 => json!({"session_deleted": true}),

@@ -7,7 +7,8 @@ use tracing_subscriber::fmt::format::FmtSpan;
 use crate::config::{LogConfig, LogFormat};
 
 /// Dependencies that log at debug/trace about connections; kept at warn unless asked by name.
-const QUIET_DEPENDENCIES: &str = "hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,rustls=warn,sqlx=warn,tower=warn,axum=warn";
+const QUIET_DEPENDENCIES: &str =
+    "hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,rustls=warn,sqlx=warn,tower=warn,axum=warn";
 
 /// Installs the global subscriber; logs go to stderr so `status --json` keeps stdout clean.
 pub fn init(config: &LogConfig) {
@@ -24,6 +25,10 @@ pub fn init(config: &LogConfig) {
 
 /// `log.level` as given, with chatty dependencies quietened unless the level names them.
 fn filter(level: &str) -> EnvFilter {
-    let directives = if level.contains('=') { level.to_owned() } else { format!("{level},{QUIET_DEPENDENCIES}") };
+    let directives = if level.contains('=') {
+        level.to_owned()
+    } else {
+        format!("{level},{QUIET_DEPENDENCIES}")
+    };
     EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"))
 }

@@ -68,7 +68,10 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Answ
     };
 
     if status == 429 {
-        return answer(Verdict::RateLimited { retry_after }, Some("HTTP 429 Too Many Requests".into()));
+        return answer(
+            Verdict::RateLimited { retry_after },
+            Some("HTTP 429 Too Many Requests".into()),
+        );
     }
     if status == 200 && code.is_none() && object.is_some_and(confirms_deletion) {
         return answer(Verdict::Deleted, None);
@@ -94,7 +97,10 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Answ
         "a non-JSON answer (a proxy page?)"
     };
     // Unknown answers are retried a bounded number of times: never counted as gone.
-    answer(Verdict::Transient { retry_after }, Some(format!("HTTP {status} with {what}")))
+    answer(
+        Verdict::Transient { retry_after },
+        Some(format!("HTTP {status} with {what}")),
+    )
 }
 
 /// All documented success shapes: `session_delete`/`session_deleted`, as bool or "true".
@@ -144,7 +150,10 @@ mod tests {
 
     #[test]
     fn error_codes_map_to_the_documented_meaning_as_string_or_number() {
-        assert_eq!(verdict(400, r#"{"code": "1833", "message": "Invalid session"}"#), Verdict::Gone);
+        assert_eq!(
+            verdict(400, r#"{"code": "1833", "message": "Invalid session"}"#),
+            Verdict::Gone
+        );
         assert_eq!(verdict(400, r#"{"code": 1834}"#), Verdict::Gone);
         assert_eq!(verdict(400, r#"{"code": 1845}"#), Verdict::QuotaExhausted);
         assert_eq!(verdict(400, r#"{"code": "1846"}"#), Verdict::KeyRejected);
@@ -158,8 +167,14 @@ mod tests {
     #[test]
     fn rate_limits_and_server_errors_are_not_the_rows_fault() {
         let wait = Some(Duration::from_secs(3));
-        assert_eq!(classify(429, b"", wait).verdict, Verdict::RateLimited { retry_after: wait });
-        assert!(matches!(verdict(502, "<html>Bad Gateway</html>"), Verdict::Transient { .. }));
+        assert_eq!(
+            classify(429, b"", wait).verdict,
+            Verdict::RateLimited { retry_after: wait }
+        );
+        assert!(matches!(
+            verdict(502, "<html>Bad Gateway</html>"),
+            Verdict::Transient { .. }
+        ));
         assert!(matches!(verdict(503, ""), Verdict::Transient { .. }));
     }
 
@@ -180,7 +195,8 @@ mod tests {
         #[test]
         fn deeply_nested_json_is_handled(depth in 1usize..2000) {
             let body = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
-            prop_assert!(matches!(classify(200, body.as_bytes(), None).verdict, Verdict::Transient { .. }));
+            let transient = matches!(classify(200, body.as_bytes(), None).verdict, Verdict::Transient { .. });
+            prop_assert!(transient);
         }
     }
 }

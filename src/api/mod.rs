@@ -44,7 +44,11 @@ impl ApiClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("Failed to build the HTTP client")?;
-        Ok(Self { http, base_url: config.base_url.clone(), apikey })
+        Ok(Self {
+            http,
+            base_url: config.base_url.clone(),
+            apikey,
+        })
     }
 
     /// `DELETE {base}/writer/officeapi/v1/sessions/{id}?apikey={key}`.
@@ -103,7 +107,11 @@ impl ApiClient {
     /// Removes the apikey from text that came from the outside (some services echo parameters).
     fn scrub(&self, text: String) -> String {
         let key = self.apikey.expose_secret();
-        if key.is_empty() || !text.contains(key) { text } else { text.replace(key, "[redacted]") }
+        if key.is_empty() || !text.contains(key) {
+            text
+        } else {
+            text.replace(key, "[redacted]")
+        }
     }
 }
 

@@ -30,7 +30,10 @@ mod tests {
             parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now),
             Some(Duration::from_secs(60))
         );
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("99999999999999999999999", now), Some(MAX_RETRY_AFTER));
         for bad in ["", "-5", "1.5", "soon", "120 s"] {
             assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");

@@ -57,11 +57,19 @@ pub async fn demo(mut config: Config, database: &Path, sessions: usize) -> anyho
     let api = ApiClient::new(&config.api)?;
     let shutdown = crate::shutdown::on_signals().context("Failed to install signal handlers")?;
     let stale_after = config.worker.stale_after;
-    Reaper::new(config, store.clone(), api).run(RunMode::UntilDone, shutdown).await?;
+    Reaper::new(config, store.clone(), api)
+        .run(RunMode::UntilDone, shutdown)
+        .await?;
     print_status(&store, stale_after).await?;
     let stats = standin.state.stats();
-    println!("stand-in: {} requests, {} off the contract path", stats.requests, stats.off_contract);
-    println!("inspect: sqlite3 {} 'SELECT session_id, state, attempts, last_http_status, last_api_code, last_error FROM reaper_sessions LIMIT 20'", database.display());
+    println!(
+        "stand-in: {} requests, {} off the contract path",
+        stats.requests, stats.off_contract
+    );
+    println!(
+        "inspect: sqlite3 {} 'SELECT session_id, state, attempts, last_http_status, last_api_code, last_error FROM reaper_sessions LIMIT 20'",
+        database.display()
+    );
     Ok(())
 }
 
@@ -85,9 +93,15 @@ fn seed_ids(n: usize) -> Vec<String> {
 }
 
 pub async fn stand_in(listen: SocketAddr, apikey: &str, latency: Duration) -> anyhow::Result<()> {
-    let standin = StandIn::start(listen, apikey, false).await.context("Failed to start the stand-in API")?;
+    let standin = StandIn::start(listen, apikey, false)
+        .await
+        .context("Failed to start the stand-in API")?;
     standin.state.set_latency(latency);
-    eprintln!("stand-in API listening on {} (stats at {}/__standin/stats); Ctrl-C stops it", standin.base_url(), standin.base_url());
+    eprintln!(
+        "stand-in API listening on {} (stats at {}/__standin/stats); Ctrl-C stops it",
+        standin.base_url(),
+        standin.base_url()
+    );
     tokio::signal::ctrl_c().await.context("Failed to wait for Ctrl-C")?;
     Ok(())
 }

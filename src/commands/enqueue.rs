@@ -39,7 +39,10 @@ pub async fn enqueue(config: &Config) -> anyhow::Result<()> {
     }
     inserted += store.enqueue(&valid, Utc::now()).await?;
     let valid_count = read - malformed;
-    println!("enqueued {inserted} new, {} already present, {malformed} malformed", valid_count - inserted);
+    println!(
+        "enqueued {inserted} new, {} already present, {malformed} malformed",
+        valid_count - inserted
+    );
     if malformed > 0 {
         return Err(Exit(EXIT_DATAERR).into());
     }

@@ -16,7 +16,11 @@ pub async fn execute(cli: Cli) -> ExitCode {
     let needs_apikey = matches!(cli.command, Command::Run { .. } | Command::CheckConfig);
     let load = || config::load(&Sources::from_process(cli.config.clone(), needs_apikey));
     let result = match cli.command {
-        Command::StandIn { listen, apikey, latency } => demo::stand_in(listen, &apikey, latency).await,
+        Command::StandIn {
+            listen,
+            apikey,
+            latency,
+        } => demo::stand_in(listen, &apikey, latency).await,
         Command::Demo { database, sessions } => match load_or_exit(load) {
             Ok(config) => demo::demo(config, &database, sessions).await,
             Err(code) => return code,

@@ -31,9 +31,15 @@ pub fn to_json(report: &StatusReport) -> Value {
     }
     object.insert("in_flight".into(), json!(report.in_flight));
     object.insert("oldest_due_age_seconds".into(), json!(oldest_due_age(report)));
-    object.insert("last_success".into(), json!(report.last_success.map(|t| t.to_rfc3339())));
+    object.insert(
+        "last_success".into(),
+        json!(report.last_success.map(|t| t.to_rfc3339())),
+    );
     object.insert("last_error".into(), json!(report.last_error.as_ref().map(|(_, e)| e)));
-    object.insert("last_error_at".into(), json!(report.last_error.as_ref().map(|(t, _)| t.to_rfc3339())));
+    object.insert(
+        "last_error_at".into(),
+        json!(report.last_error.as_ref().map(|(t, _)| t.to_rfc3339())),
+    );
     Value::Object(object)
 }
 

@@ -88,7 +88,11 @@ pub struct Sources {
 
 impl Sources {
     pub fn from_process(file: Option<PathBuf>, needs_apikey: bool) -> Self {
-        Self { file, env: std::env::vars().collect(), needs_apikey }
+        Self {
+            file,
+            env: std::env::vars().collect(),
+            needs_apikey,
+        }
     }
 
     fn var(&self, name: &str) -> Option<&str> {
@@ -131,15 +135,16 @@ struct EnvVars<'a>(&'a [(String, String)]);
 
 impl Provider for EnvVars<'_> {
     fn metadata(&self) -> Metadata {
-        Metadata::named("environment").interpolater(|_profile, keys| {
-            format!("{ENV_PREFIX}{}", keys.join("__").to_uppercase())
-        })
+        Metadata::named("environment")
+            .interpolater(|_profile, keys| format!("{ENV_PREFIX}{}", keys.join("__").to_uppercase()))
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         let mut root = Dict::new();
         for (name, value) in self.0 {
-            let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             let mut parts: Vec<String> = key.split("__").map(str::to_lowercase).collect();
             let Some(leaf) = parts.pop() else { continue };
             let mut dict = &mut root;
@@ -148,7 +153,9 @@ impl Provider for EnvVars<'_> {
                 if !matches!(entry, Value::Dict(..)) {
                     *entry = Value::from(Dict::new());
                 }
-                let Value::Dict(_, inner) = entry else { unreachable!("made a dict above") };
+                let Value::Dict(_, inner) = entry else {
+                    unreachable!("made a dict above")
+                };
                 dict = inner;
             }
             dict.insert(leaf, Value::from(value.clone()));
@@ -165,9 +172,18 @@ struct Reader {
 impl Reader {
     fn new(figment: Figment) -> Result<Self, ConfigErrors> {
         let all: Dict = figment.extract().map_err(|e| {
-            ConfigErrors(e.into_iter().map(|e| format!("configuration: {e}")).collect())
+            // Parse errors span several lines (a caret diagram); an operator's log wants one.
+            let one_line = |e: figment::Error| e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            ConfigErrors(
+                e.into_iter()
+                    .map(|e| format!("configuration: {}", one_line(e)))
+                    .collect(),
+            )
         })?;
-        let mut reader = Self { figment, problems: Vec::new() };
+        let mut reader = Self {
+            figment,
+            problems: Vec::new(),
+        };
         let mut present = BTreeSet::new();
         flatten("", &all, &mut present);
         for key in present.iter().filter(|k| !KNOWN_KEYS.contains(&k.as_str())) {
@@ -221,10 +237,15 @@ impl Reader {
     fn read_all(mut self, sources: &Sources) -> Result<Config, ConfigErrors> {
         let default_db = match sources.var("STATE_DIRECTORY") {
             // systemd's StateDirectory= may list several folders separated by ':'.
-            Some(dir) => format!("sqlite://{}/{DEFAULT_SQLITE_FILE}", dir.split(':').next().unwrap_or(dir)),
+            Some(dir) => format!(
+                "sqlite://{}/{DEFAULT_SQLITE_FILE}",
+                dir.split(':').next().unwrap_or(dir)
+            ),
             None => format!("sqlite://{DEFAULT_SQLITE_FILE}"),
         };
-        let database = DatabaseConfig { url: self.read("database.url", default_db, database_url) };
+        let database = DatabaseConfig {
+            url: self.read("database.url", default_db, database_url),
+        };
         let api = self.read_api(sources);
         let worker = WorkerConfig {
             concurrency: self.read("worker.concurrency", DEFAULT_CONCURRENCY, |v| {
@@ -233,7 +254,9 @@ impl Reader {
             rate_per_second: self.read("worker.rate_per_second", DEFAULT_RATE_PER_SECOND, |v| {
                 Ok(positive(v, u32::MAX as u128)? as u32)
             }),
-            burst: self.read("worker.burst", DEFAULT_BURST, |v| Ok(positive(v, u32::MAX as u128)? as u32)),
+            burst: self.read("worker.burst", DEFAULT_BURST, |v| {
+                Ok(positive(v, u32::MAX as u128)? as u32)
+            }),
             stale_after: self.read("worker.stale_after", DEFAULT_STALE_AFTER, duration),
             lease: self.read("worker.lease", DEFAULT_LEASE, |v| at_least(v, Duration::from_secs(1))),
             batch_size: self.read("worker.batch_size", DEFAULT_BATCH_SIZE, |v| {
@@ -259,7 +282,9 @@ impl Reader {
         if retry.max_delay < retry.base_delay {
             self.problem("retry.max_delay", "must not be shorter than retry.base_delay");
         }
-        let shutdown = ShutdownConfig { grace: self.read("shutdown.grace", DEFAULT_GRACE, duration) };
+        let shutdown = ShutdownConfig {
+            grace: self.read("shutdown.grace", DEFAULT_GRACE, duration),
+        };
         let log = LogConfig {
             format: self.read("log.format", LogFormat::Json, |v| match text(v)?.as_str() {
                 "json" => Ok(LogFormat::Json),
@@ -290,7 +315,16 @@ impl Reader {
             }),
         };
         if self.problems.is_empty() {
-            Ok(Config { database, api, worker, retry, shutdown, log, http, retention })
+            Ok(Config {
+                database,
+                api,
+                worker,
+                retry,
+                shutdown,
+                log,
+                http,
+                retention,
+            })
         } else {
             Err(ConfigErrors(self.problems))
         }
@@ -299,9 +333,9 @@ impl Reader {
     fn read_api(&mut self, sources: &Sources) -> ApiConfig {
         let data_center = self.read("api.data_center", DEFAULT_DATA_CENTER.to_owned(), |v| {
             let dc = text(v)?;
-            data_center_host(&dc).map(|_| dc.clone()).ok_or_else(|| {
-                format!("unknown data centre {dc:?} (one of us, eu, in, cn, au, jp, sa, ca)")
-            })
+            data_center_host(&dc)
+                .map(|_| dc.clone())
+                .ok_or_else(|| format!("unknown data centre {dc:?} (one of us, eu, in, cn, au, jp, sa, ca)"))
         });
         let dc_url = format!("https://{}", data_center_host(&data_center).unwrap_or_default());
         let dc_url = Url::parse(&dc_url).expect("data centre hosts are valid URLs");
@@ -310,7 +344,9 @@ impl Reader {
         ApiConfig {
             base_url,
             apikey,
-            timeout: self.read("api.timeout", DEFAULT_TIMEOUT, |v| at_least(v, Duration::from_millis(1))),
+            timeout: self.read("api.timeout", DEFAULT_TIMEOUT, |v| {
+                at_least(v, Duration::from_millis(1))
+            }),
             connect_timeout: self.read("api.connect_timeout", DEFAULT_CONNECT_TIMEOUT, |v| {
                 at_least(v, Duration::from_millis(1))
             }),
@@ -360,7 +396,11 @@ impl Reader {
 
 fn flatten(prefix: &str, dict: &Dict, out: &mut BTreeSet<String>) {
     for (key, value) in dict {
-        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         match value {
             Value::Dict(_, inner) => flatten(&path, inner, out),
             _ => {
@@ -428,6 +468,9 @@ fn positive(v: &Value, max: u128) -> Result<u128, String> {
 
 fn duration(v: &Value) -> Result<Duration, String> {
     match v {
+        Value::String(_, s) if !s.is_empty() && s.trim().bytes().all(|b| b.is_ascii_digit()) => {
+            Err(format!("expected a duration with a unit, like \"{}s\"", s.trim()))
+        }
         Value::String(_, s) => humantime::parse_duration(s.trim())
             .map_err(|e| format!("expected a duration like 30s, 200ms or 15m, found {s:?} ({e})")),
         Value::Num(..) => Err(format!("expected a duration with a unit, like \"{}s\"", text(v)?)),

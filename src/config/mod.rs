@@ -98,7 +98,11 @@ impl Config {
     /// The effective configuration as TOML-like lines, the apikey and passwords redacted.
     pub fn render(&self) -> String {
         let d = |d: Duration| humantime::format_duration(d).to_string();
-        let apikey = if self.api.apikey.is_some() { "\"[redacted]\"" } else { "(none)" };
+        let apikey = if self.api.apikey.is_some() {
+            "\"[redacted]\""
+        } else {
+            "(none)"
+        };
         let listen = self.http.listen.map_or("(off)".to_owned(), |a| a.to_string());
         let finished = self.retention.finished.map_or("(keep forever)".to_owned(), d);
         let format = match self.log.format {

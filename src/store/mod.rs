@@ -31,8 +31,14 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 6] =
-        [State::Pending, State::Retrying, State::Deleted, State::Gone, State::Failed, State::Invalid];
+    pub const ALL: [State; 6] = [
+        State::Pending,
+        State::Retrying,
+        State::Deleted,
+        State::Gone,
+        State::Failed,
+        State::Invalid,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -103,6 +109,27 @@ pub enum OutcomeWrite {
     },
     /// Give the row back untouched (shutdown before its request started).
     Release { id: i64 },
+}
+
+/// A whole row of `reaper_sessions`, for inspection (`Store::rows`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRow {
+    pub id: i64,
+    pub session_id: String,
+    pub state: State,
+    pub delete_after: Option<DateTime<Utc>>,
+    pub last_activity_at: Option<DateTime<Utc>>,
+    pub attempts: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub taken_over_from: Option<String>,
+    pub last_http_status: Option<i32>,
+    pub last_api_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub first_attempt_at: Option<DateTime<Utc>>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// Counts and times for `status` and the summary line.
@@ -177,11 +204,7 @@ impl Store {
     }
 
     /// Writes a batch of outcomes in one transaction; returns how many rows the lease let through.
-    pub async fn write_outcomes(
-        &self,
-        owner: &str,
-        outcomes: &[OutcomeWrite],
-    ) -> anyhow::Result<u64> {
+    pub async fn write_outcomes(&self, owner: &str, outcomes: &[OutcomeWrite]) -> anyhow::Result<u64> {
         dispatch!(self, s => s.write_outcomes(owner, outcomes).await)
     }
 
@@ -195,12 +218,19 @@ impl Store {
         dispatch!(self, s => s.enqueue(ids, now).await)
     }
 
-    pub async fn status(
-        &self,
-        now: DateTime<Utc>,
-        stale_after: Duration,
-    ) -> anyhow::Result<StatusReport> {
+    pub async fn status(&self, now: DateTime<Utc>, stale_after: Duration) -> anyhow::Result<StatusReport> {
         dispatch!(self, s => s.status(now, stale_after).await)
+    }
+
+    /// Every row, in id order: for inspection and tests, not for big tables.
+    pub async fn rows(&self) -> anyhow::Result<Vec<SessionRow>> {
+        dispatch!(self, s => s.rows().await)
+    }
+
+    /// Records application activity on a session (inserting it if new); it is deleted once
+    /// `worker.stale_after` has passed without more activity.
+    pub async fn touch(&self, session_id: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
+        dispatch!(self, s => s.touch(session_id, at).await)
     }
 
     /// The earliest moment an open, unleased row becomes due (for sleeping while idle).

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
-use super::{ClaimRequest, ClaimedRow, OutcomeWrite, State, StatusReport, chrono_duration};
+use super::{ClaimRequest, ClaimedRow, OutcomeWrite, SessionRow, State, StatusReport, chrono_duration};
 
 /// Claimer, outcome writer, heartbeat and a spare.
 const MAX_CONNECTIONS: u32 = 6;
@@ -43,7 +43,10 @@ impl PgStore {
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.context("PostgreSQL is not answering")?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .context("PostgreSQL is not answering")?;
         Ok(())
     }
 
@@ -233,6 +236,47 @@ impl PgStore {
         .await
         .context("Failed to find the next due session")
     }
+
+    pub async fn rows(&self) -> anyhow::Result<Vec<SessionRow>> {
+        let rows = sqlx::query("SELECT * FROM reaper_sessions ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .context("Failed to list sessions")?;
+        Ok(rows
+            .iter()
+            .map(|row| SessionRow {
+                id: row.get("id"),
+                session_id: row.get("session_id"),
+                state: State::parse(row.get("state")).unwrap_or(State::Failed),
+                delete_after: row.get("delete_after"),
+                last_activity_at: row.get("last_activity_at"),
+                attempts: row.get("attempts"),
+                next_attempt_at: row.get("next_attempt_at"),
+                lease_owner: row.get("lease_owner"),
+                lease_expires_at: row.get("lease_expires_at"),
+                taken_over_from: row.get("taken_over_from"),
+                last_http_status: row.get("last_http_status"),
+                last_api_code: row.get("last_api_code"),
+                last_error: row.get("last_error"),
+                first_attempt_at: row.get("first_attempt_at"),
+                last_attempt_at: row.get("last_attempt_at"),
+                finished_at: row.get("finished_at"),
+            })
+            .collect())
+    }
+
+    pub async fn touch(&self, session_id: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO reaper_sessions (session_id, delete_after, last_activity_at) VALUES ($1, NULL, $2)
+             ON CONFLICT (session_id) DO UPDATE SET last_activity_at = excluded.last_activity_at",
+        )
+        .bind(session_id)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .context("Failed to record session activity")?;
+        Ok(())
+    }
 }
 
 /// Outcome batch as parallel arrays, for one `UNNEST` round trip.
@@ -272,7 +316,7 @@ impl FinishColumns {
         self.api_codes.push(*api_code);
         self.errors.push(error.clone());
         self.attempted_at.push(*attempted_at);
-        self.finished_at.push(state.is_terminal().then(|| *decided_at));
+        self.finished_at.push(state.is_terminal().then_some(*decided_at));
         self.next_attempt_at.push(*next_attempt_at);
     }
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, SqlitePool};
 
-use super::{ClaimRequest, ClaimedRow, OutcomeWrite, State, StatusReport, chrono_duration};
+use super::{ClaimRequest, ClaimedRow, OutcomeWrite, SessionRow, State, StatusReport, chrono_duration};
 
 /// How long a statement waits for another writer before failing with "database is locked".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,13 +58,20 @@ impl SqliteStore {
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.context("SQLite is not answering")?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .context("SQLite is not answering")?;
         Ok(())
     }
 
     /// Locks: the whole database for writing (`BEGIN IMMEDIATE`), for one short statement.
     pub async fn claim(&self, r: &ClaimRequest<'_>) -> anyhow::Result<Vec<ClaimedRow>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.context("Failed to begin a claim")?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .context("Failed to begin a claim")?;
         let rows = sqlx::query(
             "UPDATE reaper_sessions
                 SET lease_owner = ?1, lease_expires_at = ?2, taken_over_from = lease_owner
@@ -103,7 +110,11 @@ impl SqliteStore {
 
     /// Locks: the database for writing, for one transaction per batch.
     pub async fn write_outcomes(&self, owner: &str, outcomes: &[OutcomeWrite]) -> anyhow::Result<u64> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.context("Failed to begin an outcome batch")?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .context("Failed to begin an outcome batch")?;
         let mut written = 0;
         for outcome in outcomes {
             let result = match outcome {
@@ -118,7 +129,7 @@ impl SqliteStore {
                     next_attempt_at,
                     decided_at,
                 } => {
-                    let finished_at = state.is_terminal().then(|| *decided_at);
+                    let finished_at = state.is_terminal().then_some(*decided_at);
                     sqlx::query(
                         "UPDATE reaper_sessions
                             SET state = ?1, attempts = attempts + ?2, last_http_status = ?3,
@@ -174,7 +185,11 @@ impl SqliteStore {
     }
 
     pub async fn enqueue(&self, ids: &[String], now: DateTime<Utc>) -> anyhow::Result<u64> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.context("Failed to begin an enqueue")?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .context("Failed to begin an enqueue")?;
         let mut inserted = 0;
         for chunk in ids.chunks(ENQUEUE_CHUNK) {
             let mut insert = QueryBuilder::new("INSERT INTO reaper_sessions (session_id, delete_after) ");
@@ -182,7 +197,11 @@ impl SqliteStore {
                 row.push_bind(id.as_str()).push_bind(ms(now));
             });
             insert.push(" ON CONFLICT (session_id) DO NOTHING");
-            let done = insert.build().execute(&mut *tx).await.context("Failed to insert session ids")?;
+            let done = insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .context("Failed to insert session ids")?;
             inserted += done.rows_affected();
         }
         tx.commit().await.context("Failed to commit the enqueue")?;
@@ -249,5 +268,47 @@ impl SqliteStore {
         .await
         .context("Failed to find the next due session")?;
         Ok(due.filter(|d| *d < 9_000_000_000_000_000_000).map(from_ms))
+    }
+
+    pub async fn rows(&self) -> anyhow::Result<Vec<SessionRow>> {
+        let rows = sqlx::query("SELECT * FROM reaper_sessions ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .context("Failed to list sessions")?;
+        let time = |row: &sqlx::sqlite::SqliteRow, column: &str| row.get::<Option<i64>, _>(column).map(from_ms);
+        Ok(rows
+            .iter()
+            .map(|row| SessionRow {
+                id: row.get("id"),
+                session_id: row.get("session_id"),
+                state: State::parse(row.get("state")).unwrap_or(State::Failed),
+                delete_after: time(row, "delete_after"),
+                last_activity_at: time(row, "last_activity_at"),
+                attempts: row.get("attempts"),
+                next_attempt_at: time(row, "next_attempt_at"),
+                lease_owner: row.get("lease_owner"),
+                lease_expires_at: time(row, "lease_expires_at"),
+                taken_over_from: row.get("taken_over_from"),
+                last_http_status: row.get("last_http_status"),
+                last_api_code: row.get("last_api_code"),
+                last_error: row.get("last_error"),
+                first_attempt_at: time(row, "first_attempt_at"),
+                last_attempt_at: time(row, "last_attempt_at"),
+                finished_at: time(row, "finished_at"),
+            })
+            .collect())
+    }
+
+    pub async fn touch(&self, session_id: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO reaper_sessions (session_id, delete_after, last_activity_at) VALUES (?1, NULL, ?2)
+             ON CONFLICT (session_id) DO UPDATE SET last_activity_at = excluded.last_activity_at",
+        )
+        .bind(session_id)
+        .bind(ms(at))
+        .execute(&self.pool)
+        .await
+        .context("Failed to record session activity")?;
+        Ok(())
     }
 }

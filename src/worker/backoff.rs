@@ -18,7 +18,11 @@ pub struct RetryPolicy {
 
 impl From<&RetryConfig> for RetryPolicy {
     fn from(config: &RetryConfig) -> Self {
-        Self { max_attempts: config.max_attempts, base_delay: config.base_delay, max_delay: config.max_delay }
+        Self {
+            max_attempts: config.max_attempts,
+            base_delay: config.base_delay,
+            max_delay: config.max_delay,
+        }
     }
 }
 
@@ -31,7 +35,9 @@ impl RetryPolicy {
     /// The ceiling of the wait after `attempts` charged attempts: base × 2^(attempts-1), capped.
     pub fn ceiling(&self, attempts: u32) -> Duration {
         let doublings = attempts.saturating_sub(1).min(32);
-        self.base_delay.saturating_mul(1u32 << doublings.min(31)).min(self.max_delay)
+        self.base_delay
+            .saturating_mul(1u32 << doublings.min(31))
+            .min(self.max_delay)
     }
 
     /// When to try again: a uniformly random wait up to the ceiling ("full jitter"), or the
@@ -56,7 +62,11 @@ mod tests {
     use rand::rngs::StdRng;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { max_attempts: 5, base_delay: Duration::from_secs(1), max_delay: Duration::from_secs(60) }
+        RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+        }
     }
 
     #[test]

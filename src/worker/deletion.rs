@@ -70,11 +70,14 @@ impl Deleter {
     #[tracing::instrument(name = "deletion", skip_all, fields(
         session_id = %printable(&row.session_id), attempt = row.attempts + 1,
         outcome = field::Empty, http_status = field::Empty, api_code = field::Empty,
-        latency_ms = field::Empty, taken_over = row.taken_over,
+        latency_ms = field::Empty, taken_over = row.taken_over, error = field::Empty,
     ))]
     pub async fn delete(&self, row: &ClaimedRow, stop: &Stop) -> (DeletionOutcome, OutcomeWrite) {
         let (outcome, write) = self.decide(row, stop).await;
         Span::current().record("outcome", outcome.as_str());
+        if let OutcomeWrite::Finish { error: Some(error), .. } = &write {
+            Span::current().record("error", error.as_str());
+        }
         self.stats.record(outcome);
         match outcome {
             DeletionOutcome::Failed | DeletionOutcome::Invalid => tracing::warn!("deletion finished"),
@@ -93,7 +96,9 @@ impl Deleter {
             }
         };
         loop {
-            let Some(pass) = self.admit(stop).await else { return release };
+            let Some(pass) = self.admit(stop).await else {
+                return release;
+            };
             let started = Instant::now();
             let attempted_at = Utc::now();
             self.stats.requests.fetch_add(1, Relaxed);
@@ -156,12 +161,19 @@ impl Deleter {
         if self.gate.close_for(wait, reopen) {
             self.stats.pauses.fetch_add(1, Relaxed);
             let pause_s = wait.as_secs_f64();
-            let message = answer.message.as_deref().unwrap_or_default();
+            let api_message = answer.message.as_deref().unwrap_or_default();
             match answer.verdict {
-                Verdict::KeyRejected => tracing::error!(pause_s, api_code = answer.api_code, message,
-                    "the API rejected the apikey: all calls stopped, rows untouched; fix api.apikey"),
-                Verdict::QuotaExhausted => tracing::warn!(pause_s, message,
-                    "the account's API quota is spent: all calls paused"),
+                Verdict::KeyRejected => tracing::error!(
+                    pause_s,
+                    api_code = answer.api_code,
+                    api_message,
+                    "the API rejected the apikey: all calls stopped, rows untouched; fix api.apikey"
+                ),
+                Verdict::QuotaExhausted => tracing::warn!(
+                    pause_s,
+                    api_message,
+                    "the account's API quota is spent: all calls paused"
+                ),
                 _ => tracing::warn!(pause_s, "the API asked us to slow down (429): all calls paused"),
             }
         }
@@ -192,12 +204,17 @@ impl Deleter {
                 (DeletionOutcome::Failed, finish(State::Failed, answer.message))
             }
             Verdict::Transient { retry_after } if self.policy.exhausted(attempts) => {
-                let message = format!("gave up after {attempts} attempts: {}", answer.message.unwrap_or_default());
+                let message = format!(
+                    "gave up after {attempts} attempts: {}",
+                    answer.message.unwrap_or_default()
+                );
                 let _ = retry_after;
                 (DeletionOutcome::Failed, finish(State::Failed, Some(message)))
             }
             Verdict::Transient { retry_after } => {
-                let next = self.policy.next_attempt_at(at, attempts, retry_after, &mut rand::thread_rng());
+                let next = self
+                    .policy
+                    .next_attempt_at(at, attempts, retry_after, &mut rand::thread_rng());
                 let mut write = finish(State::Retrying, answer.message);
                 if let OutcomeWrite::Finish { next_attempt_at, .. } = &mut write {
                     *next_attempt_at = Some(next);
@@ -210,7 +227,14 @@ impl Deleter {
         }
     }
 
-    fn finish(&self, row: &ClaimedRow, state: State, charge: bool, status: Option<i32>, error: Option<String>) -> OutcomeWrite {
+    fn finish(
+        &self,
+        row: &ClaimedRow,
+        state: State,
+        charge: bool,
+        status: Option<i32>,
+        error: Option<String>,
+    ) -> OutcomeWrite {
         OutcomeWrite::Finish {
             id: row.id,
             state,

@@ -122,7 +122,10 @@ mod tests {
     async fn a_429_pause_lets_everyone_through_after_the_window() {
         let (gate, stop) = (Gate::default(), CancellationToken::new());
         assert!(gate.close_for(Duration::from_secs(5), Reopen::AtDeadline));
-        assert!(!gate.close_for(Duration::from_secs(1), Reopen::AtDeadline), "second close is not news");
+        assert!(
+            !gate.close_for(Duration::from_secs(1), Reopen::AtDeadline),
+            "second close is not news"
+        );
         let start = Instant::now();
         assert_eq!(gate.wait(&stop).await, Some(Pass::Open));
         assert!(start.elapsed() >= Duration::from_secs(5));

@@ -19,7 +19,10 @@ impl Limiter {
     pub fn new(rate_per_second: u32, burst: u32) -> Self {
         let burst = NonZeroU32::new(burst.max(1)).expect("at least 1");
         let limiter = Self::build(rate_per_second, burst);
-        Self { current: RwLock::new((rate_per_second, limiter)), burst }
+        Self {
+            current: RwLock::new((rate_per_second, limiter)),
+            burst,
+        }
     }
 
     fn build(rate_per_second: u32, burst: NonZeroU32) -> Arc<DefaultDirectRateLimiter> {

@@ -69,7 +69,13 @@ impl Reaper {
             stats: stats.clone(),
         };
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-        Self { store, deleter: Arc::new(deleter), config, owner, stats }
+        Self {
+            store,
+            deleter: Arc::new(deleter),
+            config,
+            owner,
+            stats,
+        }
     }
 
     pub fn stats(&self) -> Arc<Stats> {
@@ -85,11 +91,24 @@ impl Reaper {
     pub async fn run(self, mode: RunMode, shutdown: CancellationToken) -> anyhow::Result<()> {
         let worker = &self.config.worker;
         let batch_size = worker.batch_size as usize;
-        let stop = Stop { starting: shutdown.clone(), in_flight: CancellationToken::new() };
+        let stop = Stop {
+            starting: shutdown.clone(),
+            in_flight: CancellationToken::new(),
+        };
         let (outcomes, writer) = writer::spawn(self.store.clone(), self.owner.clone(), batch_size, self.stats.clone());
         let background = CancellationToken::new();
-        let heartbeat = tokio::spawn(heartbeat(self.store.clone(), self.owner.clone(), worker.lease, background.clone()));
-        let summary = tokio::spawn(summary(self.stats.clone(), self.deleter.clone(), self.config.log.summary_interval, background.clone()));
+        let heartbeat = tokio::spawn(heartbeat(
+            self.store.clone(),
+            self.owner.clone(),
+            worker.lease,
+            background.clone(),
+        ));
+        let summary = tokio::spawn(summary(
+            self.stats.clone(),
+            self.deleter.clone(),
+            self.config.log.summary_interval,
+            background.clone(),
+        ));
 
         let slots = Arc::new(Semaphore::new(worker.concurrency));
         let mut tasks = JoinSet::new();
@@ -101,9 +120,15 @@ impl Reaper {
 
         loop {
             while tasks.try_join_next().is_some() {}
-            let Some(first) = acquire(&slots, &shutdown).await else { break };
+            let Some(first) = acquire(&slots, &shutdown).await else {
+                break;
+            };
             // `demo` waits only for its own retries, which are seconds apart.
-            let nap = if mode == RunMode::UntilDone { UNTIL_DONE_NAP } else { worker.poll_interval };
+            let nap = if mode == RunMode::UntilDone {
+                UNTIL_DONE_NAP
+            } else {
+                worker.poll_interval
+            };
             if idle && !self.wait_until_due(nap, &shutdown).await {
                 break;
             }
@@ -133,7 +158,10 @@ impl Reaper {
                     self.stats.database_errors.fetch_add(1, Relaxed);
                     let wait = outage.map_or(Duration::from_millis(200), |w| (w * 2).min(MAX_CLAIM_BACKOFF));
                     if outage.is_none() {
-                        tracing::error!(error = format!("{e:#}"), "database unavailable: claiming stops until it is back");
+                        tracing::error!(
+                            error = format!("{e:#}"),
+                            "database unavailable: claiming stops until it is back"
+                        );
                     }
                     outage = Some(wait);
                     drop(slots_held);
@@ -150,7 +178,8 @@ impl Reaper {
                 if row.taken_over {
                     self.stats.takeovers.fetch_add(1, Relaxed);
                 }
-                let (deleter, stop, outcomes, stats) = (self.deleter.clone(), stop.clone(), outcomes.clone(), self.stats.clone());
+                let (deleter, stop, outcomes, stats) =
+                    (self.deleter.clone(), stop.clone(), outcomes.clone(), self.stats.clone());
                 tasks.spawn(async move {
                     stats.in_flight.fetch_add(1, Relaxed);
                     let (_, write) = deleter.delete(&row, &stop).await;
@@ -171,18 +200,19 @@ impl Reaper {
                     tokio::select! { _ = tasks.join_next() => {}, _ = shutdown.cancelled() => break }
                 }
                 RunMode::Once => break,
-                RunMode::UntilDone => {
-                    match self.store.status(Utc::now(), worker.stale_after).await {
-                        Ok(status) if status.open() == 0 => break,
-                        _ => idle = true,
-                    }
-                }
+                RunMode::UntilDone => match self.store.status(Utc::now(), worker.stale_after).await {
+                    Ok(status) if status.open() == 0 => break,
+                    _ => idle = true,
+                },
             }
         }
 
         if shutdown.is_cancelled() {
-            tracing::info!(in_flight = self.stats.in_flight.load(Relaxed), grace_s = self.config.shutdown.grace.as_secs_f64(),
-                "shutting down: no new claims; letting requests in flight finish");
+            tracing::info!(
+                in_flight = self.stats.in_flight.load(Relaxed),
+                grace_s = self.config.shutdown.grace.as_secs_f64(),
+                "shutting down: no new claims; letting requests in flight finish"
+            );
         }
         let grace = self.config.shutdown.grace;
         let abandon = stop.in_flight.clone();
@@ -198,7 +228,8 @@ impl Reaper {
         heartbeat.await.ok();
         summary.await.ok();
         let ran_for = (Utc::now() - started).to_std().unwrap_or_default();
-        self.stats.log_summary(0, ran_for.as_secs_f64(), self.deleter.limiter.rate());
+        self.stats
+            .log_summary(0, ran_for.as_secs_f64(), self.deleter.limiter.rate());
         tracing::info!("reaper stopped");
         Ok(())
     }

@@ -65,8 +65,11 @@ async fn write_batches(
                 Err(e) => {
                     stats.database_errors.fetch_add(1, Relaxed);
                     if !outage {
-                        tracing::error!(error = format!("{e:#}"), held = batch.len(),
-                            "database unavailable; holding outcomes and retrying");
+                        tracing::error!(
+                            error = format!("{e:#}"),
+                            held = batch.len(),
+                            "database unavailable; holding outcomes and retrying"
+                        );
                         outage = true;
                     }
                     tokio::time::sleep(backoff).await;

@@ -1,0 +1,9 @@
+//! One integration test binary (faster to link than one per file).
+
+mod canary;
+mod client;
+mod config;
+mod e2e;
+mod helpers;
+mod shutdown;
+mod store;

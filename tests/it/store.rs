@@ -1,0 +1,317 @@
+//! Claims, leases, outcomes and retries against real databases: every test runs on SQLite and
+//! on PostgreSQL. Time is passed in, never read from the clock.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use session_reaper::store::{ClaimRequest, OutcomeWrite, SessionRow, State, Store};
+
+use crate::helpers::backends;
+
+const LEASE: Duration = Duration::from_secs(30);
+const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap()
+}
+
+fn claim_at<'a>(owner: &'a str, now: DateTime<Utc>, limit: u32) -> ClaimRequest<'a> {
+    ClaimRequest {
+        owner,
+        now,
+        lease: LEASE,
+        due_by: now,
+        stale_after: STALE_AFTER,
+        limit,
+    }
+}
+
+fn ids(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("session{i:04}")).collect()
+}
+
+async fn row(store: &Store, session_id: &str) -> SessionRow {
+    store
+        .rows()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.session_id == session_id)
+        .expect("row exists")
+}
+
+fn finish(id: i64, state: State, at: DateTime<Utc>) -> OutcomeWrite {
+    OutcomeWrite::Finish {
+        id,
+        state,
+        charge: true,
+        http_status: Some(200),
+        api_code: None,
+        error: None,
+        attempted_at: Some(at),
+        next_attempt_at: None,
+        decided_at: at,
+    }
+}
+
+#[tokio::test]
+async fn a_claim_leases_due_rows_once_and_in_batches() {
+    for db in backends().await {
+        // Arrange
+        let store = &db.store;
+        store.enqueue(&ids(5), t0()).await.unwrap();
+        // Act
+        let first = store.claim(&claim_at("a", t0(), 3)).await.unwrap();
+        let second = store.claim(&claim_at("b", t0(), 10)).await.unwrap();
+        let third = store.claim(&claim_at("c", t0(), 10)).await.unwrap();
+        // Assert
+        assert_eq!(first.len(), 3, "{}", db.name());
+        assert_eq!(second.len(), 2, "{}", db.name());
+        assert!(third.is_empty(), "{}: leased rows were claimed again", db.name());
+        assert!(first.iter().chain(&second).all(|r| !r.taken_over));
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn rows_not_yet_due_are_left_alone() {
+    for db in backends().await {
+        let store = &db.store;
+        store
+            .enqueue(&ids(2), t0() + chrono::Duration::minutes(5))
+            .await
+            .unwrap();
+        assert!(
+            store.claim(&claim_at("a", t0(), 10)).await.unwrap().is_empty(),
+            "{}",
+            db.name()
+        );
+        let later = store
+            .claim(&claim_at("a", t0() + chrono::Duration::minutes(5), 10))
+            .await
+            .unwrap();
+        assert_eq!(later.len(), 2, "{}", db.name());
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_session_becomes_due_when_its_activity_is_older_than_stale_after() {
+    for db in backends().await {
+        let store = &db.store;
+        store.touch("active1", t0()).await.unwrap();
+        let before = t0() + chrono::Duration::minutes(29);
+        assert!(
+            store.claim(&claim_at("a", before, 10)).await.unwrap().is_empty(),
+            "{}",
+            db.name()
+        );
+        store.touch("active1", before).await.unwrap();
+        let stale = before + chrono::Duration::minutes(30);
+        let claimed = store.claim(&claim_at("a", stale, 10)).await.unwrap();
+        assert_eq!(claimed.len(), 1, "{}", db.name());
+        assert_eq!(claimed[0].session_id, "active1");
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_and_counted() {
+    for db in backends().await {
+        let store = &db.store;
+        store.enqueue(&ids(1), t0()).await.unwrap();
+        let crashed = store.claim(&claim_at("crashed", t0(), 10)).await.unwrap();
+        // Still leased just before expiry, free right after it.
+        let just_before = t0() + chrono::Duration::seconds(29);
+        assert!(
+            store
+                .claim(&claim_at("rescuer", just_before, 10))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}",
+            db.name()
+        );
+        let after = t0() + chrono::Duration::seconds(31);
+        let rescued = store.claim(&claim_at("rescuer", after, 10)).await.unwrap();
+        assert_eq!(rescued.len(), 1, "{}", db.name());
+        assert!(rescued[0].taken_over, "{}: takeover not flagged", db.name());
+        // The crashed worker's late outcome must not overwrite the rescuer's lease.
+        let late = store
+            .write_outcomes("crashed", &[finish(crashed[0].id, State::Deleted, after)])
+            .await
+            .unwrap();
+        assert_eq!(late, 0, "{}: a lost lease still wrote its outcome", db.name());
+        let r = row(store, "session0000").await;
+        assert_eq!(
+            (r.state, r.lease_owner.as_deref()),
+            (State::Pending, Some("rescuer")),
+            "{}",
+            db.name()
+        );
+        assert_eq!(r.taken_over_from.as_deref(), Some("crashed"));
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_renewed_lease_is_not_taken_over() {
+    for db in backends().await {
+        let store = &db.store;
+        store.enqueue(&ids(1), t0()).await.unwrap();
+        store.claim(&claim_at("slow", t0(), 10)).await.unwrap();
+        let renewed = store
+            .renew_leases("slow", t0() + chrono::Duration::seconds(60))
+            .await
+            .unwrap();
+        assert_eq!(renewed, 1, "{}", db.name());
+        let at = t0() + chrono::Duration::seconds(45);
+        assert!(
+            store.claim(&claim_at("other", at, 10)).await.unwrap().is_empty(),
+            "{}",
+            db.name()
+        );
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn outcomes_are_recorded_with_attempts_times_and_the_last_answer() {
+    for db in backends().await {
+        let store = &db.store;
+        store.enqueue(&ids(3), t0()).await.unwrap();
+        let claimed = store.claim(&claim_at("me", t0(), 10)).await.unwrap();
+        let at = t0() + chrono::Duration::seconds(1);
+        let retry_at = t0() + chrono::Duration::seconds(20);
+        let written = store
+            .write_outcomes(
+                "me",
+                &[
+                    finish(claimed[0].id, State::Deleted, at),
+                    OutcomeWrite::Finish {
+                        id: claimed[1].id,
+                        state: State::Retrying,
+                        charge: true,
+                        http_status: Some(502),
+                        api_code: None,
+                        error: Some("HTTP 502 with a non-JSON answer".into()),
+                        attempted_at: Some(at),
+                        next_attempt_at: Some(retry_at),
+                        decided_at: at,
+                    },
+                    OutcomeWrite::Release { id: claimed[2].id },
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(written, 3, "{}", db.name());
+
+        let deleted = row(store, "session0000").await;
+        assert_eq!(deleted.state, State::Deleted);
+        assert_eq!((deleted.attempts, deleted.last_http_status), (1, Some(200)));
+        assert_eq!(
+            (deleted.first_attempt_at, deleted.finished_at),
+            (Some(at), Some(at)),
+            "{}",
+            db.name()
+        );
+        assert_eq!(deleted.lease_owner, None);
+
+        let retrying = row(store, "session0001").await;
+        assert_eq!((retrying.state, retrying.attempts), (State::Retrying, 1));
+        assert_eq!(retrying.next_attempt_at, Some(retry_at), "{}", db.name());
+        assert_eq!(retrying.last_error.as_deref(), Some("HTTP 502 with a non-JSON answer"));
+        assert_eq!(retrying.finished_at, None);
+
+        let released = row(store, "session0002").await;
+        assert_eq!(
+            (released.state, released.attempts, released.lease_owner),
+            (State::Pending, 0, None)
+        );
+
+        // The released row is due again at once, the retrying one only at its time.
+        let again = store.claim(&claim_at("me", at, 10)).await.unwrap();
+        assert_eq!(
+            again.iter().map(|r| r.session_id.as_str()).collect::<Vec<_>>(),
+            ["session0002"],
+            "{}",
+            db.name()
+        );
+        let later = store.claim(&claim_at("me", retry_at, 10)).await.unwrap();
+        assert_eq!(
+            later.iter().map(|r| r.session_id.as_str()).collect::<Vec<_>>(),
+            ["session0001"],
+            "{}",
+            db.name()
+        );
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_finished_row_is_never_written_again() {
+    for db in backends().await {
+        let store = &db.store;
+        store.enqueue(&ids(1), t0()).await.unwrap();
+        let claimed = store.claim(&claim_at("me", t0(), 1)).await.unwrap();
+        store
+            .write_outcomes("me", &[finish(claimed[0].id, State::Gone, t0())])
+            .await
+            .unwrap();
+        let again = store
+            .write_outcomes("me", &[finish(claimed[0].id, State::Deleted, t0())])
+            .await
+            .unwrap();
+        assert_eq!(again, 0, "{}", db.name());
+        assert_eq!(row(store, "session0000").await.state, State::Gone);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn enqueue_ignores_duplicates_and_status_counts_states() {
+    for db in backends().await {
+        let store = &db.store;
+        assert_eq!(store.enqueue(&ids(4), t0()).await.unwrap(), 4);
+        assert_eq!(store.enqueue(&ids(6), t0()).await.unwrap(), 2, "{}", db.name());
+        let claimed = store.claim(&claim_at("me", t0(), 2)).await.unwrap();
+        store
+            .write_outcomes("me", &[finish(claimed[0].id, State::Deleted, t0())])
+            .await
+            .unwrap();
+        let status = store
+            .status(t0() + chrono::Duration::seconds(1), STALE_AFTER)
+            .await
+            .unwrap();
+        assert_eq!(status.count(State::Pending), 5, "{}", db.name());
+        assert_eq!(status.count(State::Deleted), 1);
+        assert_eq!(status.in_flight, 1, "{}", db.name());
+        assert_eq!(status.earliest_due, Some(t0()));
+        assert_eq!(status.last_success, Some(t0()));
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn the_next_due_time_sees_retries_and_expiring_leases() {
+    for db in backends().await {
+        let store = &db.store;
+        assert_eq!(store.next_due(STALE_AFTER).await.unwrap(), None, "{}", db.name());
+        store.touch("idle1", t0()).await.unwrap();
+        assert_eq!(
+            store.next_due(STALE_AFTER).await.unwrap(),
+            Some(t0() + chrono::Duration::minutes(30)),
+            "{}",
+            db.name()
+        );
+        store.enqueue(&ids(1), t0()).await.unwrap();
+        store.claim(&claim_at("me", t0(), 1)).await.unwrap();
+        assert_eq!(
+            store.next_due(STALE_AFTER).await.unwrap(),
+            Some(t0() + chrono::Duration::seconds(30)),
+            "{}",
+            db.name()
+        );
+        db.cleanup().await;
+    }
+}
