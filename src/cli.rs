@@ -66,5 +66,9 @@ pub enum Command {
         /// Delay before every answer, like `100ms`.
         #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
         latency: std::time::Duration,
+        /// Faults to inject, as JSON (see `Faults`), e.g. '{"html_502_percent": 10}'; changeable
+        /// later with `POST /__standin/faults`.
+        #[arg(long, value_name = "JSON")]
+        faults: Option<String>,
     },
 }

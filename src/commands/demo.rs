@@ -92,11 +92,18 @@ fn seed_ids(n: usize) -> Vec<String> {
     ids
 }
 
-pub async fn stand_in(listen: SocketAddr, apikey: &str, latency: Duration) -> anyhow::Result<()> {
+pub async fn stand_in(listen: SocketAddr, apikey: &str, latency: Duration, faults: Option<&str>) -> anyhow::Result<()> {
     let standin = StandIn::start(listen, apikey, false)
         .await
         .context("Failed to start the stand-in API")?;
-    standin.state.set_latency(latency);
+    if let Some(faults) = faults {
+        standin
+            .state
+            .set_faults(serde_json::from_str(faults).context("--faults is not valid fault JSON")?);
+    }
+    if !latency.is_zero() {
+        standin.state.set_latency(latency);
+    }
     eprintln!(
         "stand-in API listening on {} (stats at {}/__standin/stats); Ctrl-C stops it",
         standin.base_url(),

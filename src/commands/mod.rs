@@ -20,7 +20,8 @@ pub async fn execute(cli: Cli) -> ExitCode {
             listen,
             apikey,
             latency,
-        } => demo::stand_in(listen, &apikey, latency).await,
+            faults,
+        } => demo::stand_in(listen, &apikey, latency, faults.as_deref()).await,
         Command::Demo { database, sessions } => match load_or_exit(load) {
             Ok(config) => demo::demo(config, &database, sessions).await,
             Err(code) => return code,

@@ -14,6 +14,12 @@
 //! | `busyN-`      | the first N requests get code 1861 (server busy), then success      |
 //! | `limitedN-`   | the first N requests get 429 with `Retry-After: 1`, then success    |
 //! | anything else | success; a second delete of the same id answers 1833               |
+//!
+//! On top of that, [`Faults`] inject latency, 5xx, proxy pages, 1861, hangs, resets and 429s at
+//! random; `set_quota_spent` answers 1845 to everything and `set_apikey` rotates the key.
+//! `GET /__standin/stats` reports counts, the busiest second, repeats and `Retry-After` breaches.
+
+mod faults;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -24,10 +30,16 @@ use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+pub use faults::Faults;
+use faults::Injected;
+
+/// Requests arriving this soon after a 429 went out were already on their way.
+const IN_FLIGHT_ALLOWANCE: Duration = Duration::from_millis(150);
 
 /// One request as the stand-in saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +53,7 @@ pub struct SeenRequest {
 #[derive(Debug)]
 pub struct StandInState {
     apikey: Mutex<String>,
-    latency: Mutex<Duration>,
+    faults: Mutex<Faults>,
     quota_spent: Mutex<bool>,
     /// Keep every request (tests) or only counts (benchmarks of a million rows).
     keep_requests: bool,
@@ -58,6 +70,9 @@ struct Seen {
     deleted: HashSet<String>,
     deleted_twice: u64,
     per_second: BTreeMap<u64, u64>,
+    /// End of the latest `Retry-After` window we asked for.
+    quiet_until: Option<Instant>,
+    inside_retry_after: u64,
     off_contract: u64,
     total: u64,
 }
@@ -69,6 +84,9 @@ pub struct StandInStats {
     pub sessions: usize,
     /// Requests that did not match `DELETE /writer/officeapi/v1/sessions/<token>`.
     pub off_contract: u64,
+    /// Requests that arrived inside a `Retry-After` window (after a short allowance for requests
+    /// already in flight when the 429 went out).
+    pub inside_retry_after: u64,
     /// Requests for an id that had already been deleted.
     pub deleted_twice: u64,
     pub max_per_second: u64,
@@ -87,7 +105,7 @@ impl StandIn {
     pub async fn start(listen: SocketAddr, apikey: &str, keep_requests: bool) -> std::io::Result<Self> {
         let state = Arc::new(StandInState {
             apikey: Mutex::new(apikey.to_owned()),
-            latency: Mutex::new(Duration::ZERO),
+            faults: Mutex::new(Faults::default()),
             quota_spent: Mutex::new(false),
             keep_requests,
             seen: Mutex::new(Seen::default()),
@@ -96,6 +114,7 @@ impl StandIn {
         let app = Router::new()
             .route("/writer/officeapi/v1/sessions/{id}", any(delete_session))
             .route("/__standin/stats", get(stats))
+            .route("/__standin/faults", post(set_faults))
             .fallback(off_contract)
             .with_state(state.clone());
         let listener = TcpListener::bind(listen).await?;
@@ -131,12 +150,26 @@ impl StandInState {
     }
 
     pub fn set_latency(&self, latency: Duration) {
-        *self.latency.lock().expect("lock") = latency;
+        self.faults.lock().expect("lock").latency_ms = latency.as_millis() as u64;
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        *self.faults.lock().expect("lock") = faults;
     }
 
     /// While spent, every call answers 1845 (API call limit exceeded).
     pub fn set_quota_spent(&self, spent: bool) {
         *self.quota_spent.lock().expect("lock") = spent;
+    }
+
+    /// Answers 429 and remembers the window, to catch requests that do not honour it.
+    fn rate_limited(&self, wait: Duration) -> Response {
+        let mut seen = self.seen.lock().expect("lock");
+        let until = Instant::now() + wait;
+        if seen.quiet_until.is_none_or(|current| current < until) {
+            seen.quiet_until = Some(until);
+        }
+        faults::too_many_requests(wait)
     }
 
     pub fn requests(&self) -> Vec<SeenRequest> {
@@ -162,10 +195,16 @@ impl StandInState {
             sessions: seen.per_session.len(),
             off_contract: seen.off_contract,
             deleted_twice: seen.deleted_twice,
+            inside_retry_after: seen.inside_retry_after,
             max_per_second: per_second.iter().copied().max().unwrap_or(0),
             per_second,
         }
     }
+}
+
+async fn set_faults(State(state): State<Arc<StandInState>>, axum::Json(faults): axum::Json<Faults>) -> Response {
+    state.set_faults(faults);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn stats(State(state): State<Arc<StandInState>>) -> Response {
@@ -220,6 +259,10 @@ async fn delete_session(
         seen.total += 1;
         let second = state.started.elapsed().as_secs();
         *seen.per_second.entry(second).or_default() += 1;
+        let allowance = IN_FLIGHT_ALLOWANCE + state.faults.lock().expect("lock").latency();
+        if seen.quiet_until.is_some_and(|until| Instant::now() + allowance < until) {
+            seen.inside_retry_after += 1;
+        }
         if method != axum::http::Method::DELETE || !token {
             seen.off_contract += 1;
         }
@@ -232,9 +275,9 @@ async fn delete_session(
         }
         *seen.per_session.entry(id.clone()).or_default() += 1;
     }
-    let latency = *state.latency.lock().expect("lock");
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+    let faults = state.faults.lock().expect("lock").clone();
+    if !faults.latency().is_zero() {
+        tokio::time::sleep(faults.latency()).await;
     }
     if method != axum::http::Method::DELETE {
         return api_error("1838", "Invalid method");
@@ -249,6 +292,15 @@ async fn delete_session(
     }
     if *state.quota_spent.lock().expect("lock") {
         return api_error("1845", "API call limit exceeded");
+    }
+    match faults.draw() {
+        Some(Injected::Answer(response)) => return response,
+        Some(Injected::Hang(wait)) => {
+            tokio::time::sleep(wait).await;
+            return api_error("1801", "Internal server error");
+        }
+        Some(Injected::RateLimited(wait)) => return state.rate_limited(wait),
+        None => {}
     }
     let (name, failures) = scenario(&id);
     let (failing, already_deleted) = {
