@@ -28,6 +28,10 @@ pub struct Faults {
     /// Answer 429 with `Retry-After: retry_after_s`.
     pub limit_429_percent: u8,
     pub retry_after_s: u64,
+    /// Answer 1845 (API call limit exceeded) to everything while set.
+    pub quota_spent: bool,
+    /// Rotate the accepted apikey (absent: keep the current one).
+    pub apikey: Option<String>,
 }
 
 /// What a drawn fault does to one request.

@@ -153,7 +153,12 @@ impl StandInState {
         self.faults.lock().expect("lock").latency_ms = latency.as_millis() as u64;
     }
 
-    pub fn set_faults(&self, faults: Faults) {
+    /// Replaces the injected faults; `quota_spent` and `apikey` switch those states too.
+    pub fn set_faults(&self, mut faults: Faults) {
+        self.set_quota_spent(faults.quota_spent);
+        if let Some(apikey) = faults.apikey.take() {
+            self.set_apikey(&apikey);
+        }
         *self.faults.lock().expect("lock") = faults;
     }
 
