@@ -38,6 +38,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move rows back to `pending` with fresh attempts: every `failed` row, or the listed ids.
+    Requeue {
+        /// Requeue every `failed` row.
+        #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
+        failed: bool,
+        /// Session ids to requeue (any final state).
+        ids: Vec<String>,
+    },
+    /// Delete finished rows older than a duration, in batches.
+    Prune {
+        /// Finished longer ago than this, like `30d`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+    },
     /// Print the effective configuration (apikey redacted); exit 78 if it is invalid.
     CheckConfig,
     /// See the whole job without a Zoho account: a local stand-in API, a SQLite file of

@@ -5,6 +5,8 @@ pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod http;
+pub mod metrics;
 pub mod session_id;
 pub mod shutdown;
 pub mod standin;

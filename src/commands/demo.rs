@@ -57,7 +57,7 @@ pub async fn demo(mut config: Config, database: &Path, sessions: usize) -> anyho
     let api = ApiClient::new(&config.api)?;
     let shutdown = crate::shutdown::on_signals().context("Failed to install signal handlers")?;
     let stale_after = config.worker.stale_after;
-    Reaper::new(config, store.clone(), api)
+    Reaper::new(config, store.clone(), api, Default::default())
         .run(RunMode::UntilDone, shutdown)
         .await?;
     print_status(&store, stale_after).await?;

@@ -2,6 +2,7 @@
 
 mod demo;
 mod enqueue;
+mod maintenance;
 mod run;
 mod status;
 
@@ -44,6 +45,8 @@ pub async fn execute(cli: Cli) -> ExitCode {
                 Command::Migrate => migrate(&config).await,
                 Command::Enqueue => enqueue::enqueue(&config).await,
                 Command::Status { json } => status::status(&config, json).await,
+                Command::Requeue { failed, ids } => maintenance::requeue(&config, failed, &ids).await,
+                Command::Prune { older_than } => maintenance::prune(&config, older_than).await,
                 _ => unreachable!("handled above"),
             }
         }

@@ -4,15 +4,32 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use crate::config::Config;
-use crate::store::{State, StatusReport};
+use crate::store::{InstanceRow, State, StatusReport};
 
 pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
     let store = super::open_store(config).await?;
     let report = store.status(Utc::now(), config.worker.stale_after).await?;
+    let instances = store.instances().await?;
     if as_json {
-        println!("{}", to_json(&report));
+        let mut json = to_json(&report);
+        json["instances"] = instances.iter().map(instance_json).collect();
+        println!("{json}");
     } else {
         print!("{}", to_text(&report));
+        for instance in &instances {
+            let beat = &instance.beat;
+            println!(
+                "instance {} on {} (pid {}, v{}): in flight {}, rate {}/s, deleted {}, last heartbeat {}",
+                beat.instance_id,
+                beat.host,
+                beat.pid,
+                beat.version,
+                beat.in_flight,
+                beat.rate_limit,
+                beat.counts[0],
+                instance.heartbeat_at.to_rfc3339()
+            );
+        }
     }
     Ok(())
 }
@@ -57,4 +74,15 @@ pub fn to_text(report: &StatusReport) -> String {
         out.push_str(&format!("last error: {} ({error})\n", at.to_rfc3339()));
     }
     out
+}
+
+fn instance_json(instance: &InstanceRow) -> Value {
+    let beat = &instance.beat;
+    let [deleted, gone, failed, invalid, retry_scheduled, released] = beat.counts;
+    json!({
+        "instance_id": beat.instance_id, "host": beat.host, "pid": beat.pid, "version": beat.version,
+        "started_at": beat.started_at.to_rfc3339(), "heartbeat_at": instance.heartbeat_at.to_rfc3339(),
+        "in_flight": beat.in_flight, "rate_limit": beat.rate_limit, "deleted": deleted, "gone": gone,
+        "failed": failed, "invalid": invalid, "retry_scheduled": retry_scheduled, "released": released,
+    })
 }

@@ -132,6 +132,35 @@ pub struct SessionRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// What one replica reports about itself on every heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceBeat {
+    pub instance_id: String,
+    pub host: String,
+    pub pid: i32,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    pub in_flight: i32,
+    pub rate_limit: i32,
+    /// Deleted, gone, failed, invalid, retry scheduled, released: in that order.
+    pub counts: [i64; 6],
+}
+
+/// A row of `reaper_instances`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRow {
+    pub beat: InstanceBeat,
+    pub heartbeat_at: DateTime<Utc>,
+}
+
+/// Which rows `requeue` moves back to `pending`.
+#[derive(Debug, Clone)]
+pub enum Requeue<'a> {
+    AllFailed,
+    /// These ids, in any final state.
+    Ids(&'a [String]),
+}
+
 /// Counts and times for `status` and the summary line.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StatusReport {
@@ -220,6 +249,43 @@ impl Store {
 
     pub async fn status(&self, now: DateTime<Utc>, stale_after: Duration) -> anyhow::Result<StatusReport> {
         dispatch!(self, s => s.status(now, stale_after).await)
+    }
+
+    /// Records `beat` (inserting the replica if new), forgets replicas silent for longer than
+    /// `forget_after`, and returns how many replicas beat within `live_within` (this one included).
+    pub async fn beat(
+        &self,
+        beat: &InstanceBeat,
+        now: DateTime<Utc>,
+        live_within: Duration,
+        forget_after: Duration,
+    ) -> anyhow::Result<i64> {
+        dispatch!(self, s => s.beat(beat, now, live_within, forget_after).await)
+    }
+
+    /// Removes this replica's row (clean exit).
+    pub async fn remove_instance(&self, instance_id: &str) -> anyhow::Result<()> {
+        dispatch!(self, s => s.remove_instance(instance_id).await)
+    }
+
+    pub async fn instances(&self) -> anyhow::Result<Vec<InstanceRow>> {
+        dispatch!(self, s => s.instances().await)
+    }
+
+    /// Moves finished rows back to `pending`, due at `now`, with fresh attempts. Leased rows are
+    /// never touched. Returns how many moved.
+    pub async fn requeue(&self, which: Requeue<'_>, now: DateTime<Utc>) -> anyhow::Result<u64> {
+        dispatch!(self, s => s.requeue(which, now).await)
+    }
+
+    /// Deletes up to `limit` final rows finished before `cutoff`; call until it returns 0.
+    pub async fn prune(&self, cutoff: DateTime<Utc>, limit: u32) -> anyhow::Result<u64> {
+        dispatch!(self, s => s.prune(cutoff, limit).await)
+    }
+
+    /// Open rows, and when the earliest of them was due (for the backlog metrics).
+    pub async fn backlog(&self, stale_after: Duration) -> anyhow::Result<(i64, Option<DateTime<Utc>>)> {
+        dispatch!(self, s => s.backlog(stale_after).await)
     }
 
     /// Every row, in id order: for inspection and tests, not for big tables.

@@ -10,7 +10,10 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, SqlitePool};
 
-use super::{ClaimRequest, ClaimedRow, OutcomeWrite, SessionRow, State, StatusReport, chrono_duration};
+use super::{
+    ClaimRequest, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Requeue, SessionRow, State, StatusReport,
+    chrono_duration,
+};
 
 /// How long a statement waits for another writer before failing with "database is locked".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -310,5 +313,151 @@ impl SqliteStore {
         .await
         .context("Failed to record session activity")?;
         Ok(())
+    }
+
+    pub async fn beat(
+        &self,
+        beat: &InstanceBeat,
+        now: DateTime<Utc>,
+        live_within: Duration,
+        forget_after: Duration,
+    ) -> anyhow::Result<i64> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .context("Failed to begin a heartbeat")?;
+        let [deleted, gone, failed, invalid, retry_scheduled, released] = beat.counts;
+        sqlx::query(
+            "INSERT INTO reaper_instances (instance_id, host, pid, version, started_at, heartbeat_at, in_flight,
+                                           rate_limit, deleted, gone, failed, invalid, retry_scheduled, released)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+             ON CONFLICT (instance_id) DO UPDATE SET
+                 heartbeat_at = excluded.heartbeat_at, in_flight = excluded.in_flight,
+                 rate_limit = excluded.rate_limit, deleted = excluded.deleted, gone = excluded.gone,
+                 failed = excluded.failed, invalid = excluded.invalid,
+                 retry_scheduled = excluded.retry_scheduled, released = excluded.released",
+        )
+        .bind(&beat.instance_id)
+        .bind(&beat.host)
+        .bind(beat.pid)
+        .bind(&beat.version)
+        .bind(ms(beat.started_at))
+        .bind(ms(now))
+        .bind(beat.in_flight)
+        .bind(beat.rate_limit)
+        .bind(deleted)
+        .bind(gone)
+        .bind(failed)
+        .bind(invalid)
+        .bind(retry_scheduled)
+        .bind(released)
+        .execute(&mut *tx)
+        .await
+        .context("Failed to record the heartbeat")?;
+        sqlx::query("DELETE FROM reaper_instances WHERE heartbeat_at < ?1")
+            .bind(ms(now - chrono_duration(forget_after)))
+            .execute(&mut *tx)
+            .await
+            .context("Failed to forget dead instances")?;
+        let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reaper_instances WHERE heartbeat_at >= ?1")
+            .bind(ms(now - chrono_duration(live_within)))
+            .fetch_one(&mut *tx)
+            .await
+            .context("Failed to count live instances")?;
+        tx.commit().await.context("Failed to commit the heartbeat")?;
+        Ok(live)
+    }
+
+    pub async fn remove_instance(&self, instance_id: &str) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM reaper_instances WHERE instance_id = ?1")
+            .bind(instance_id)
+            .execute(&self.pool)
+            .await
+            .context("Failed to remove the instance")?;
+        Ok(())
+    }
+
+    pub async fn instances(&self) -> anyhow::Result<Vec<InstanceRow>> {
+        let rows = sqlx::query("SELECT * FROM reaper_instances ORDER BY started_at")
+            .fetch_all(&self.pool)
+            .await
+            .context("Failed to list instances")?;
+        Ok(rows
+            .iter()
+            .map(|row| InstanceRow {
+                beat: InstanceBeat {
+                    instance_id: row.get("instance_id"),
+                    host: row.get("host"),
+                    pid: row.get("pid"),
+                    version: row.get("version"),
+                    started_at: from_ms(row.get("started_at")),
+                    in_flight: row.get("in_flight"),
+                    rate_limit: row.get("rate_limit"),
+                    counts: ["deleted", "gone", "failed", "invalid", "retry_scheduled", "released"]
+                        .map(|column| row.get(column)),
+                },
+                heartbeat_at: from_ms(row.get("heartbeat_at")),
+            })
+            .collect())
+    }
+
+    pub async fn requeue(&self, which: Requeue<'_>, now: DateTime<Utc>) -> anyhow::Result<u64> {
+        const SET: &str = "UPDATE reaper_sessions
+            SET state = 'pending', attempts = 0, delete_after = ?1, next_attempt_at = NULL, finished_at = NULL";
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .context("Failed to begin a requeue")?;
+        let mut moved = 0;
+        match which {
+            Requeue::AllFailed => {
+                let done = sqlx::query(sqlx::AssertSqlSafe(format!("{SET} WHERE state = 'failed'")))
+                    .bind(ms(now))
+                    .execute(&mut *tx)
+                    .await
+                    .context("Failed to requeue failed sessions")?;
+                moved += done.rows_affected();
+            }
+            Requeue::Ids(ids) => {
+                for id in ids {
+                    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "{SET} WHERE session_id = ?2 AND state NOT IN ('pending', 'retrying')"
+                    )))
+                    .bind(ms(now))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .context("Failed to requeue a session")?;
+                    moved += done.rows_affected();
+                }
+            }
+        }
+        tx.commit().await.context("Failed to commit the requeue")?;
+        Ok(moved)
+    }
+
+    pub async fn prune(&self, cutoff: DateTime<Utc>, limit: u32) -> anyhow::Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM reaper_sessions WHERE id IN (
+                 SELECT id FROM reaper_sessions
+                  WHERE finished_at < ?1 AND state NOT IN ('pending', 'retrying') LIMIT ?2)",
+        )
+        .bind(ms(cutoff))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .context("Failed to prune finished sessions")?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn backlog(&self, stale_after: Duration) -> anyhow::Result<(i64, Option<DateTime<Utc>>)> {
+        let open: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM reaper_sessions WHERE state IN ('pending', 'retrying')")
+                .fetch_one(&self.pool)
+                .await
+                .context("Failed to count open sessions")?;
+        Ok((open, self.earliest_due(stale_after, false).await?))
     }
 }

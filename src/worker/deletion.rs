@@ -1,7 +1,6 @@
 //! One unit of work: delete one claimed session and decide what to write back.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -11,8 +10,8 @@ use tracing::{Span, field};
 use super::backoff::RetryPolicy;
 use super::gate::{Gate, Pass, Reopen};
 use super::limiter::Limiter;
-use super::stats::Stats;
 use crate::api::{Answer, ApiClient, CODE_DEPRECATED, Verdict};
+use crate::metrics::Metrics;
 use crate::session_id::{SessionId, printable};
 use crate::store::{ClaimedRow, OutcomeWrite, State};
 
@@ -32,6 +31,15 @@ pub enum DeletionOutcome {
 }
 
 impl DeletionOutcome {
+    pub const ALL: [DeletionOutcome; 6] = [
+        DeletionOutcome::Deleted,
+        DeletionOutcome::Gone,
+        DeletionOutcome::Failed,
+        DeletionOutcome::Invalid,
+        DeletionOutcome::RetryScheduled,
+        DeletionOutcome::Released,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeletionOutcome::Deleted => "deleted",
@@ -61,7 +69,7 @@ pub struct Deleter {
     pub policy: RetryPolicy,
     pub quota_pause: Duration,
     pub key_pause: Duration,
-    pub stats: Arc<Stats>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Deleter {
@@ -78,7 +86,7 @@ impl Deleter {
         if let OutcomeWrite::Finish { error: Some(error), .. } = &write {
             Span::current().record("error", error.as_str());
         }
-        self.stats.record(outcome);
+        self.metrics.deletion(outcome);
         match outcome {
             DeletionOutcome::Failed | DeletionOutcome::Invalid => tracing::warn!("deletion finished"),
             _ => tracing::info!("deletion finished"),
@@ -101,7 +109,6 @@ impl Deleter {
             };
             let started = Instant::now();
             let attempted_at = Utc::now();
-            self.stats.requests.fetch_add(1, Relaxed);
             let answer = tokio::select! {
                 answer = self.api.delete_session(&id) => answer,
                 _ = stop.in_flight.cancelled() => {
@@ -111,6 +118,7 @@ impl Deleter {
                 }
             };
             let span = Span::current();
+            self.metrics.answer(answer_class(&answer), started.elapsed());
             span.record("latency_ms", started.elapsed().as_millis() as u64);
             if let Some(status) = answer.http_status {
                 span.record("http_status", status);
@@ -123,6 +131,7 @@ impl Deleter {
             }
             if pass == Pass::Probe {
                 tracing::info!("the API answers again; resuming all workers");
+                self.metrics.set_key_rejected(false);
                 self.gate.probe_succeeded();
             }
             return self.conclude(row, answer, attempted_at);
@@ -133,8 +142,9 @@ impl Deleter {
     async fn admit(&self, stop: &Stop) -> Option<Pass> {
         loop {
             let pass = self.gate.wait(&stop.starting).await?;
+            let waiting = Instant::now();
             tokio::select! {
-                _ = self.limiter.until_ready() => {}
+                _ = self.limiter.until_ready() => self.metrics.rate_limit_wait(waiting.elapsed()),
                 _ = stop.starting.cancelled() => {
                     if pass == Pass::Probe { self.gate.probe_abandoned() }
                     return None;
@@ -150,16 +160,16 @@ impl Deleter {
     /// whether the answer was such a pause (and the row should simply be tried again).
     fn pause_for(&self, answer: &Answer) -> bool {
         let (wait, reopen) = match answer.verdict {
-            Verdict::RateLimited { retry_after } => {
-                self.stats.rate_limited.fetch_add(1, Relaxed);
-                (retry_after.unwrap_or(DEFAULT_429_PAUSE), Reopen::AtDeadline)
-            }
+            Verdict::RateLimited { retry_after } => (retry_after.unwrap_or(DEFAULT_429_PAUSE), Reopen::AtDeadline),
             Verdict::QuotaExhausted => (self.quota_pause, Reopen::WithProbe),
-            Verdict::KeyRejected => (self.key_pause, Reopen::WithProbe),
+            Verdict::KeyRejected => {
+                self.metrics.set_key_rejected(true);
+                (self.key_pause, Reopen::WithProbe)
+            }
             _ => return false,
         };
         if self.gate.close_for(wait, reopen) {
-            self.stats.pauses.fetch_add(1, Relaxed);
+            self.metrics.pause(answer_class(answer));
             let pause_s = wait.as_secs_f64();
             let api_message = answer.message.as_deref().unwrap_or_default();
             match answer.verdict {
@@ -246,5 +256,19 @@ impl Deleter {
             next_attempt_at: None,
             decided_at: Utc::now(),
         }
+    }
+}
+
+/// A bounded label for an answer (metrics never carry session ids or messages).
+fn answer_class(answer: &Answer) -> &'static str {
+    match answer.verdict {
+        Verdict::Deleted => "deleted",
+        Verdict::Gone => "gone",
+        Verdict::Transient { .. } if answer.http_status.is_none() => "no_answer",
+        Verdict::Transient { .. } => "transient",
+        Verdict::RateLimited { .. } => "rate_limited",
+        Verdict::QuotaExhausted => "quota_exhausted",
+        Verdict::KeyRejected => "key_rejected",
+        Verdict::Permanent => "permanent",
     }
 }

@@ -11,22 +11,21 @@ use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
 const JITTER: Duration = Duration::from_millis(2);
 
 pub struct Limiter {
-    current: RwLock<(u32, Arc<DefaultDirectRateLimiter>)>,
-    burst: NonZeroU32,
+    /// Rate, burst, and the limiter built for them.
+    current: RwLock<(u32, u32, Arc<DefaultDirectRateLimiter>)>,
 }
 
 impl Limiter {
     pub fn new(rate_per_second: u32, burst: u32) -> Self {
-        let burst = NonZeroU32::new(burst.max(1)).expect("at least 1");
         let limiter = Self::build(rate_per_second, burst);
         Self {
-            current: RwLock::new((rate_per_second, limiter)),
-            burst,
+            current: RwLock::new((rate_per_second, burst, limiter)),
         }
     }
 
-    fn build(rate_per_second: u32, burst: NonZeroU32) -> Arc<DefaultDirectRateLimiter> {
+    fn build(rate_per_second: u32, burst: u32) -> Arc<DefaultDirectRateLimiter> {
         let rate = NonZeroU32::new(rate_per_second.max(1)).expect("at least 1");
+        let burst = NonZeroU32::new(burst.max(1)).expect("at least 1");
         Arc::new(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)))
     }
 
@@ -34,17 +33,20 @@ impl Limiter {
         self.current.read().expect("limiter lock").0
     }
 
-    /// Replaces the rate; waiters already queued finish on the old limiter.
-    pub fn set_rate(&self, rate_per_second: u32) {
+    /// Replaces rate and burst; waiters already queued finish on the old limiter. Returns whether
+    /// anything changed. The new limiter starts with its burst available.
+    pub fn set_rate(&self, rate_per_second: u32, burst: u32) -> bool {
         let mut current = self.current.write().expect("limiter lock");
-        if current.0 != rate_per_second {
-            *current = (rate_per_second, Self::build(rate_per_second, self.burst));
+        if (current.0, current.1) == (rate_per_second, burst) {
+            return false;
         }
+        *current = (rate_per_second, burst, Self::build(rate_per_second, burst));
+        true
     }
 
     /// Waits for one request's worth of budget.
     pub async fn until_ready(&self) {
-        let limiter = self.current.read().expect("limiter lock").1.clone();
+        let limiter = self.current.read().expect("limiter lock").2.clone();
         limiter.until_ready_with_jitter(Jitter::up_to(JITTER)).await;
     }
 }

@@ -6,32 +6,36 @@
 mod backoff;
 mod deletion;
 mod gate;
+mod heartbeat;
+mod housekeeping;
 mod limiter;
-mod stats;
 mod writer;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use tokio::sync::Semaphore;
+use chrono::Utc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::RetryPolicy;
 pub use deletion::{DEFAULT_429_PAUSE, Deleter, DeletionOutcome, Stop};
 pub use gate::{Gate, Pass, Reopen};
+pub use housekeeping::PRUNE_BATCH;
 pub use limiter::Limiter;
-pub use stats::Stats;
 
 use crate::api::ApiClient;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::store::{ClaimRequest, Store};
+use crate::systemd::Watchdog;
 
 /// How long the run waits after a failed claim before trying again, at most.
 const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(10);
-
+/// Longest the loop waits without turning (liveness and the systemd watchdog see each turn).
+const TICK: Duration = Duration::from_secs(1);
 /// Longest idle nap in `RunMode::UntilDone`.
 const UNTIL_DONE_NAP: Duration = Duration::from_millis(250);
 
@@ -51,14 +55,15 @@ pub struct Reaper {
     store: Store,
     deleter: Arc<Deleter>,
     config: Config,
-    /// Lease owner written into claimed rows; unique per process run.
+    /// Lease owner written into claimed rows and instance id; unique per process run.
     owner: String,
-    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
+    /// Pets systemd's watchdog from the loop itself, so a stuck loop gets the service restarted.
+    watchdog: Watchdog,
 }
 
 impl Reaper {
-    pub fn new(config: Config, store: Store, api: ApiClient) -> Self {
-        let stats = Arc::new(Stats::default());
+    pub fn new(config: Config, store: Store, api: ApiClient, metrics: Arc<Metrics>) -> Self {
         let deleter = Deleter {
             api,
             gate: Gate::default(),
@@ -66,20 +71,18 @@ impl Reaper {
             policy: RetryPolicy::from(&config.retry),
             quota_pause: config.retry.quota_pause,
             key_pause: config.retry.key_pause,
-            stats: stats.clone(),
+            metrics: metrics.clone(),
         };
+        metrics.set_rate_limit(config.worker.rate_per_second);
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
         Self {
             store,
             deleter: Arc::new(deleter),
             config,
             owner,
-            stats,
+            metrics,
+            watchdog: Watchdog::from_env(),
         }
-    }
-
-    pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
     }
 
     pub fn owner(&self) -> &str {
@@ -95,32 +98,37 @@ impl Reaper {
             starting: shutdown.clone(),
             in_flight: CancellationToken::new(),
         };
-        let (outcomes, writer) = writer::spawn(self.store.clone(), self.owner.clone(), batch_size, self.stats.clone());
+        let (outcomes, writer) =
+            writer::spawn(self.store.clone(), self.owner.clone(), batch_size, self.metrics.clone());
+        let started = Utc::now();
+        let heartbeat = heartbeat::Heartbeat {
+            store: self.store.clone(),
+            owner: self.owner.clone(),
+            started_at: started,
+            worker: worker.clone(),
+            deleter: self.deleter.clone(),
+            metrics: self.metrics.clone(),
+        };
+        heartbeat.beat().await;
         let background = CancellationToken::new();
-        let heartbeat = tokio::spawn(heartbeat(
-            self.store.clone(),
-            self.owner.clone(),
-            worker.lease,
-            background.clone(),
-        ));
-        let summary = tokio::spawn(summary(
-            self.stats.clone(),
-            self.deleter.clone(),
-            self.config.log.summary_interval,
-            background.clone(),
-        ));
+        let heartbeat = tokio::spawn(heartbeat.run(background.clone()));
+        let housekeeping = housekeeping::Housekeeping {
+            store: self.store.clone(),
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let housekeeping = tokio::spawn(housekeeping.run(background.clone()));
 
         let slots = Arc::new(Semaphore::new(worker.concurrency));
         let mut tasks = JoinSet::new();
-        let started = Utc::now();
         let mut outage: Option<Duration> = None;
         let mut idle = mode == RunMode::Daemon;
         tracing::info!(owner = %self.owner, backend = self.store.backend(), concurrency = worker.concurrency,
-            rate_per_second = worker.rate_per_second, ?mode, "reaper started");
+            rate_per_second = self.deleter.limiter.rate(), ?mode, "reaper started");
 
         loop {
             while tasks.try_join_next().is_some() {}
-            let Some(first) = acquire(&slots, &shutdown).await else {
+            let Some(first) = self.acquire(&slots, &shutdown).await else {
                 break;
             };
             // `demo` waits only for its own retries, which are seconds apart.
@@ -134,7 +142,9 @@ impl Reaper {
             }
             if let Some(until) = self.deleter.gate.closed_until() {
                 // No point leasing rows the pool may not send yet.
-                tokio::select! { _ = tokio::time::sleep_until(until) => {}, _ = shutdown.cancelled() => break }
+                if !self.nap_until(until, &shutdown).await {
+                    break;
+                }
             }
             let mut slots_held = vec![first];
             while slots_held.len() < batch_size {
@@ -152,10 +162,11 @@ impl Reaper {
                 stale_after: worker.stale_after,
                 limit: slots_held.len() as u32,
             };
-            let rows = match self.store.claim(&request).await {
+            let claimed = self.store.claim(&request).await;
+            self.metrics.database_result(&claimed);
+            let rows = match claimed {
                 Ok(rows) => rows,
                 Err(e) => {
-                    self.stats.database_errors.fetch_add(1, Relaxed);
                     let wait = outage.map_or(Duration::from_millis(200), |w| (w * 2).min(MAX_CLAIM_BACKOFF));
                     if outage.is_none() {
                         tracing::error!(
@@ -165,7 +176,9 @@ impl Reaper {
                     }
                     outage = Some(wait);
                     drop(slots_held);
-                    tokio::select! { _ = tokio::time::sleep(wait) => {}, _ = shutdown.cancelled() => break }
+                    if !self.nap_until(Instant::now() + wait, &shutdown).await {
+                        break;
+                    }
                     continue;
                 }
             };
@@ -176,17 +189,21 @@ impl Reaper {
             idle = false;
             for (row, slot) in rows.into_iter().zip(slots_held.drain(..)) {
                 if row.taken_over {
-                    self.stats.takeovers.fetch_add(1, Relaxed);
+                    self.metrics.takeover();
                 }
-                let (deleter, stop, outcomes, stats) =
-                    (self.deleter.clone(), stop.clone(), outcomes.clone(), self.stats.clone());
+                let (deleter, stop, outcomes, metrics) = (
+                    self.deleter.clone(),
+                    stop.clone(),
+                    outcomes.clone(),
+                    self.metrics.clone(),
+                );
+                metrics.in_flight(1);
                 tasks.spawn(async move {
-                    stats.in_flight.fetch_add(1, Relaxed);
                     let (_, write) = deleter.delete(&row, &stop).await;
-                    stats.in_flight.fetch_sub(1, Relaxed);
                     drop(slot);
                     // The writer outlives every task: it stops only when all senders are gone.
                     let _ = outcomes.send(write).await;
+                    metrics.in_flight(-1);
                 });
             }
             drop(slots_held);
@@ -209,7 +226,7 @@ impl Reaper {
 
         if shutdown.is_cancelled() {
             tracing::info!(
-                in_flight = self.stats.in_flight.load(Relaxed),
+                in_flight = self.metrics.in_flight_now(),
                 grace_s = self.config.shutdown.grace.as_secs_f64(),
                 "shutting down: no new claims; letting requests in flight finish"
             );
@@ -226,63 +243,59 @@ impl Reaper {
         writer.await.ok();
         background.cancel();
         heartbeat.await.ok();
-        summary.await.ok();
+        housekeeping.await.ok();
         let ran_for = (Utc::now() - started).to_std().unwrap_or_default();
-        self.stats
-            .log_summary(0, ran_for.as_secs_f64(), self.deleter.limiter.rate());
+        self.metrics.log_summary(0, ran_for.as_secs_f64());
         tracing::info!("reaper stopped");
         Ok(())
     }
 
-    /// Sleeps until the earliest due row (at most `worker.poll_interval`): one query per wake-up.
+    /// The loop turned: liveness for `/livez`, and systemd's watchdog.
+    fn tick(&self) {
+        self.metrics.tick();
+        self.watchdog.pet();
+    }
+
+    /// A free worker slot; `None` on shutdown. Turns the loop every `TICK` while all are busy.
+    async fn acquire(&self, slots: &Arc<Semaphore>, shutdown: &CancellationToken) -> Option<OwnedSemaphorePermit> {
+        loop {
+            self.tick();
+            tokio::select! {
+                slot = slots.clone().acquire_owned() => return slot.ok(),
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+
+    /// Sleeps until `until` in turns of at most `TICK`; false when shutdown came first.
+    async fn nap_until(&self, until: Instant, shutdown: &CancellationToken) -> bool {
+        loop {
+            self.tick();
+            let now = Instant::now();
+            if now >= until {
+                return !shutdown.is_cancelled();
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(until.min(now + TICK)) => {}
+                _ = shutdown.cancelled() => return false,
+            }
+        }
+    }
+
+    /// Sleeps until the earliest due row (at most `poll`): one query per wake-up.
     /// Returns false when shutdown came first.
     async fn wait_until_due(&self, poll: Duration, shutdown: &CancellationToken) -> bool {
-        let wait = match self.store.next_due(self.config.worker.stale_after).await {
+        let next = self.store.next_due(self.config.worker.stale_after).await;
+        self.metrics.database_result(&next);
+        let wait = match next {
             Ok(Some(due)) => (due - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(poll),
             Ok(None) => poll,
             Err(e) => {
-                self.stats.database_errors.fetch_add(1, Relaxed);
                 tracing::warn!(error = format!("{e:#}"), "could not look up the next due session");
                 poll
             }
         };
-        if wait.is_zero() {
-            return !shutdown.is_cancelled();
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => true,
-            _ = shutdown.cancelled() => false,
-        }
-    }
-}
-
-async fn acquire(slots: &Arc<Semaphore>, shutdown: &CancellationToken) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    tokio::select! {
-        slot = slots.clone().acquire_owned() => slot.ok(),
-        _ = shutdown.cancelled() => None,
-    }
-}
-
-/// Extends our leases every third of a lease, so a slow request never loses its row while a dead
-/// process's rows come free within one lease.
-async fn heartbeat(store: Store, owner: String, lease: Duration, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(lease / 3);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! { _ = tick.tick() => {}, _ = stop.cancelled() => return }
-        let until: DateTime<Utc> = Utc::now() + crate::store::chrono_duration(lease);
-        if let Err(e) = store.renew_leases(&owner, until).await {
-            tracing::warn!(error = format!("{e:#}"), "could not renew leases");
-        }
-    }
-}
-
-async fn summary(stats: Arc<Stats>, deleter: Arc<Deleter>, every: Duration, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
-    let mut last = stats.requests.load(Relaxed);
-    loop {
-        tokio::select! { _ = tick.tick() => {}, _ = stop.cancelled() => return }
-        last = stats.log_summary(last, every.as_secs_f64(), deleter.limiter.rate());
+        self.nap_until(Instant::now() + wait, shutdown).await
     }
 }

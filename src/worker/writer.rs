@@ -4,13 +4,12 @@
 //! memory stays bounded and nothing acknowledged is dropped.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::stats::Stats;
+use crate::metrics::Metrics;
 use crate::store::{OutcomeWrite, Store};
 
 /// How long a partial batch waits for company before it is written.
@@ -23,10 +22,10 @@ pub fn spawn(
     store: Store,
     owner: String,
     batch_size: usize,
-    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
 ) -> (mpsc::Sender<OutcomeWrite>, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(batch_size * 4);
-    let handle = tokio::spawn(write_batches(store, owner, batch_size, stats, rx));
+    let handle = tokio::spawn(write_batches(store, owner, batch_size, metrics, rx));
     (tx, handle)
 }
 
@@ -34,7 +33,7 @@ async fn write_batches(
     store: Store,
     owner: String,
     batch_size: usize,
-    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<OutcomeWrite>,
 ) {
     let mut batch = Vec::with_capacity(batch_size);
@@ -49,7 +48,9 @@ async fn write_batches(
         }
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match store.write_outcomes(&owner, &batch).await {
+            let result = store.write_outcomes(&owner, &batch).await;
+            metrics.database_result(&result);
+            match result {
                 Ok(written) => {
                     if outage {
                         tracing::info!(held = batch.len(), "database is back; held outcomes written");
@@ -57,13 +58,12 @@ async fn write_batches(
                     }
                     let lost = batch.len() as u64 - written.min(batch.len() as u64);
                     if lost > 0 {
-                        stats.lost_leases.fetch_add(lost, Relaxed);
+                        metrics.lost_leases(lost);
                         tracing::warn!(lost, "outcomes not written: another worker took over those rows");
                     }
                     break;
                 }
                 Err(e) => {
-                    stats.database_errors.fetch_add(1, Relaxed);
                     if !outage {
                         tracing::error!(
                             error = format!("{e:#}"),

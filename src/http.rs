@@ -1,0 +1,65 @@
+//! Health and metrics on one listener, off unless `http.listen` is set:
+//! `/livez` (the work loop turned recently), `/readyz` (database reachable and the apikey not
+//! rejected), `/metrics` (Prometheus text format).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// The loop turns every second even when idle; this much silence means it is stuck.
+pub const LIVENESS_LIMIT: Duration = Duration::from_secs(30);
+
+/// Binds `listen` and serves until `stop`. Binding errors surface at once.
+pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>, stop: CancellationToken) -> anyhow::Result<SocketAddr> {
+    let app = Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .with_state(metrics);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("Failed to listen on {listen} (http.listen)"))?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "the health and metrics listener failed");
+        }
+    });
+    tracing::info!(listen = %bound, "health and metrics listening");
+    Ok(bound)
+}
+
+async fn livez(State(metrics): State<Arc<Metrics>>) -> Response {
+    let silent = metrics.since_tick();
+    if silent <= LIVENESS_LIMIT {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        let body = format!("work loop silent for {}s\n", silent.as_secs());
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+async fn readyz(State(metrics): State<Arc<Metrics>>) -> Response {
+    match metrics.not_ready() {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
+}
+
+async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> Response {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], metrics.render()).into_response()
+}

@@ -1,0 +1,109 @@
+//! Every third of a lease: renew our leases, tell the instances table we are alive, and take our
+//! share of the cluster's rate budget.
+//!
+//! The budget (`worker.rate_per_second`, `worker.burst`) belongs to all replicas together: each
+//! takes budget / live replicas (at least 1/s). A replica that joins takes its share at once; the
+//! others lower theirs at their next heartbeat, so for up to a third of a lease the cluster may run
+//! one share over budget. A replica that dies stops counting after one lease without a heartbeat,
+//! and the others raise their shares then.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::deletion::Deleter;
+use crate::config::WorkerConfig;
+use crate::metrics::Metrics;
+use crate::store::{InstanceBeat, Store, chrono_duration};
+
+/// A replica silent this many leases is removed from the instances table.
+const FORGET_AFTER_LEASES: u32 = 10;
+
+pub struct Heartbeat {
+    pub store: Store,
+    pub owner: String,
+    pub started_at: DateTime<Utc>,
+    pub worker: WorkerConfig,
+    pub deleter: Arc<Deleter>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Heartbeat {
+    /// One heartbeat; also run once before the first claim, so a new replica takes only its share.
+    pub async fn beat(&self) {
+        let now = Utc::now();
+        if self.metrics.in_flight_now() > 0 {
+            let until = now + chrono_duration(self.worker.lease);
+            let renewed = self.store.renew_leases(&self.owner, until).await;
+            self.metrics.database_result(&renewed);
+            if let Err(e) = renewed {
+                tracing::warn!(error = format!("{e:#}"), "could not renew leases");
+            }
+        }
+        let beat = self.instance();
+        let lease = self.worker.lease;
+        let live = self.store.beat(&beat, now, lease, lease * FORGET_AFTER_LEASES).await;
+        self.metrics.database_result(&live);
+        match live {
+            Ok(live) => self.take_share(live.max(1)),
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "could not record the heartbeat"),
+        }
+    }
+
+    fn take_share(&self, live: i64) {
+        let live = u32::try_from(live).unwrap_or(u32::MAX);
+        let rate = (self.worker.rate_per_second / live).max(1);
+        let burst = (self.worker.burst / live).max(1);
+        if self.deleter.limiter.set_rate(rate, burst) {
+            tracing::info!(
+                live_instances = live,
+                rate_per_second = rate,
+                burst,
+                "rate share changed"
+            );
+        }
+        self.metrics.set_rate_limit(rate);
+        self.metrics.set_live_instances(i64::from(live));
+    }
+
+    fn instance(&self) -> InstanceBeat {
+        InstanceBeat {
+            instance_id: self.owner.clone(),
+            host: hostname(),
+            pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: self.started_at,
+            in_flight: i32::try_from(self.metrics.in_flight_now()).unwrap_or(i32::MAX),
+            rate_limit: i32::try_from(self.deleter.limiter.rate()).unwrap_or(i32::MAX),
+            counts: self
+                .metrics
+                .outcome_counts()
+                .map(|(_, n)| i64::try_from(n).unwrap_or(i64::MAX)),
+        }
+    }
+
+    /// Beats until `stop`, then removes this replica from the instances table.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.worker.lease / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! { _ = tick.tick() => {}, _ = stop.cancelled() => break }
+            self.beat().await;
+        }
+        if let Err(e) = self.store.remove_instance(&self.owner).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "could not remove this instance from reaper_instances"
+            );
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
