@@ -16,6 +16,20 @@ use crate::worker::DeletionOutcome;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
+/// Every `class` label of `api_answers` (see `worker::deletion`), shown from the start at zero.
+pub const ANSWER_CLASSES: [&str; 8] = [
+    "deleted",
+    "gone",
+    "transient",
+    "no_answer",
+    "rate_limited",
+    "quota_exhausted",
+    "key_rejected",
+    "permanent",
+];
+/// Every `reason` label of `pauses`.
+pub const PAUSE_REASONS: [&str; 3] = ["rate_limited", "quota_exhausted", "key_rejected"];
+
 pub struct Metrics {
     registry: Registry,
     deletions: Family<Labels, Counter>,
@@ -28,6 +42,7 @@ pub struct Metrics {
     rate_limit_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     takeovers: Counter,
     database_errors: Counter,
+    database_round_trips: Counter,
     lost_leases: Counter,
     in_flight: Gauge,
     backlog: Gauge,
@@ -63,6 +78,7 @@ impl Metrics {
             rate_limit_wait_seconds: Counter::default(),
             takeovers: Counter::default(),
             database_errors: Counter::default(),
+            database_round_trips: Counter::default(),
             lost_leases: Counter::default(),
             in_flight: Gauge::default(),
             backlog: Gauge::default(),
@@ -106,6 +122,11 @@ impl Metrics {
             m.database_errors.clone(),
         );
         r.register(
+            "database_round_trips",
+            "Store calls made by the daemon",
+            m.database_round_trips.clone(),
+        );
+        r.register(
             "lost_leases",
             "Outcomes not written because the lease had moved on",
             m.lost_leases.clone(),
@@ -131,6 +152,15 @@ impl Metrics {
             "Replicas with a fresh heartbeat",
             m.live_instances.clone(),
         );
+        for outcome in DeletionOutcome::ALL {
+            let _ = m.deletions.get_or_create(&vec![("outcome", outcome.as_str())]);
+        }
+        for class in ANSWER_CLASSES {
+            let _ = m.answers.get_or_create(&vec![("class", class)]);
+        }
+        for reason in PAUSE_REASONS {
+            let _ = m.pauses.get_or_create(&vec![("reason", reason)]);
+        }
         Self { registry, ..m }
     }
 
@@ -175,7 +205,9 @@ impl Metrics {
         self.lost_leases.inc_by(n);
     }
 
+    /// Every store call of the daemon passes through here: errors and round trips are counted.
     pub fn database_result<T, E>(&self, result: &Result<T, E>) {
+        self.database_round_trips.inc();
         self.database_ok.store(result.is_ok(), Relaxed);
         if result.is_err() {
             self.database_errors.inc();

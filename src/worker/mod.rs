@@ -137,8 +137,12 @@ impl Reaper {
             } else {
                 worker.poll_interval
             };
-            if idle && !self.wait_until_due(nap, &shutdown).await {
-                break;
+            if idle {
+                match self.due_now(nap, &shutdown).await {
+                    Some(true) => {}
+                    Some(false) => continue,
+                    None => break,
+                }
             }
             if let Some(until) = self.deleter.gate.closed_until() {
                 // No point leasing rows the pool may not send yet.
@@ -283,9 +287,10 @@ impl Reaper {
         }
     }
 
-    /// Sleeps until the earliest due row (at most `poll`): one query per wake-up.
-    /// Returns false when shutdown came first.
-    async fn wait_until_due(&self, poll: Duration, shutdown: &CancellationToken) -> bool {
+    /// One query for the earliest due row: `Some(true)` if something is due now, otherwise a nap
+    /// until it is due (at most `poll`) and `Some(false)`; `None` when shutdown came first. An idle
+    /// daemon thus makes one query per poll interval and no claim at all.
+    async fn due_now(&self, poll: Duration, shutdown: &CancellationToken) -> Option<bool> {
         let next = self.store.next_due(self.config.worker.stale_after).await;
         self.metrics.database_result(&next);
         let wait = match next {
@@ -296,6 +301,9 @@ impl Reaper {
                 poll
             }
         };
-        self.nap_until(Instant::now() + wait, shutdown).await
+        if wait.is_zero() {
+            return (!shutdown.is_cancelled()).then_some(true);
+        }
+        self.nap_until(Instant::now() + wait, shutdown).await.then_some(false)
     }
 }

@@ -1,12 +1,11 @@
 //! A canary apikey through every failure path: it must appear in no log line (trace level
 //! included), no error, no database column, and no `status` or `check-config` output.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::helpers::{TestDb, daemon, daemon_env, run_daemon, standin, text};
+use crate::helpers::{Daemon, TestDb, daemon, daemon_env, run_daemon, standin, text};
 
 const CANARY: &str = "CANARY-7f3a9c2e-do-not-leak";
 const FULL_TRACE: &str = "trace,hyper=trace,hyper_util=trace,reqwest=trace,h2=trace,rustls=trace,sqlx=trace,axum=trace";
@@ -53,19 +52,10 @@ async fn the_apikey_appears_in_no_log_error_output_or_column() {
 
     // 1. The key is rejected (the stand-in echoes it back in its 1846 message).
     api.state.set_apikey("some-other-key");
-    let child = daemon(&["run"], &env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Daemon::start(&mut daemon(&["run"], &env));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    child.signal("-TERM");
+    let output = child.finish().await;
     assert!(output.status.success(), "{}", text(&output));
     assert!(
         text(&output).contains("rejected the apikey"),
@@ -79,21 +69,12 @@ async fn the_apikey_appears_in_no_log_error_output_or_column() {
     api.state.set_quota_spent(true);
     let mut quota_env = env.clone();
     quota_env.push(("SESSION_REAPER_RETRY__QUOTA_PAUSE".into(), "200ms".into()));
-    let child = daemon(&["run"], &quota_env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Daemon::start(&mut daemon(&["run"], &quota_env));
     tokio::time::sleep(Duration::from_millis(800)).await;
     api.state.set_quota_spent(false);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    child.signal("-TERM");
+    let output = child.finish().await;
     seen.push_str(&text(&output));
     for _ in 0..5 {
         seen.push_str(&text(&run_daemon(&["run", "--once"], &env).await));

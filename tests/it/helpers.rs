@@ -42,6 +42,11 @@ impl TestDb {
     /// A fresh database on the test server, or `None` (loudly) when no server answers.
     /// With `REQUIRE_POSTGRES=1` (as in CI) a missing server fails the test instead.
     pub async fn postgres() -> Option<Self> {
+        Self::postgres_with(true).await
+    }
+
+    /// Like `postgres`, optionally leaving the schema to the test.
+    pub async fn postgres_with(migrate: bool) -> Option<Self> {
         let admin_url =
             std::env::var("SESSION_REAPER_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES_ADMIN_URL.to_owned());
         let admin = match sqlx::PgPool::connect(&admin_url).await {
@@ -65,7 +70,9 @@ impl TestDb {
         url.set_path(&name);
         let url = url.to_string();
         let store = Store::connect(&url).await.expect("connect PostgreSQL");
-        store.migrate().await.expect("migrate PostgreSQL");
+        if migrate {
+            store.migrate().await.expect("migrate PostgreSQL");
+        }
         Some(Self {
             url,
             store,
@@ -111,7 +118,7 @@ pub fn daemon_env(db_url: &str, api_base: &str, apikey: &str) -> Vec<(String, St
         ("SESSION_REAPER_DATABASE__URL", db_url),
         ("SESSION_REAPER_API__BASE_URL", api_base),
         ("SESSION_REAPER_API__APIKEY", apikey),
-        ("SESSION_REAPER_API__TIMEOUT", "2s"),
+        ("SESSION_REAPER_API__TIMEOUT", "20s"),
         ("SESSION_REAPER_WORKER__CONCURRENCY", "8"),
         ("SESSION_REAPER_WORKER__RATE_PER_SECOND", "1000"),
         ("SESSION_REAPER_WORKER__BURST", "100"),
@@ -166,4 +173,71 @@ pub fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// A daemon process started by a test; killed if the test ends (or panics) without `finish`.
+/// Its output is drained on threads of its own, so a chatty process never blocks on a full pipe.
+pub struct Daemon {
+    child: Option<std::process::Child>,
+    output: Option<std::thread::JoinHandle<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl Daemon {
+    pub fn start(command: &mut Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start session-reaper");
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let output = std::thread::spawn(move || {
+            use std::io::Read;
+            let err = std::thread::spawn(move || {
+                let mut buffer = Vec::new();
+                let _ = stderr.read_to_end(&mut buffer);
+                buffer
+            });
+            let mut out = Vec::new();
+            let _ = stdout.read_to_end(&mut out);
+            (out, err.join().unwrap_or_default())
+        });
+        Self {
+            child: Some(child),
+            output: Some(output),
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        std::process::Command::new("kill")
+            .args([signal, &self.id().to_string()])
+            .status()
+            .expect("kill");
+    }
+
+    /// Waits for the exit and collects everything the process wrote.
+    pub async fn finish(mut self) -> Output {
+        let mut child = self.child.take().expect("running");
+        let output = self.output.take().expect("drained");
+        tokio::task::spawn_blocking(move || {
+            let status = child.wait().expect("wait");
+            let (stdout, stderr) = output.join().expect("drain");
+            Output { status, stdout, stderr }
+        })
+        .await
+        .expect("join")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -5,5 +5,7 @@ mod client;
 mod config;
 mod e2e;
 mod helpers;
+mod operations;
+mod replicas;
 mod shutdown;
 mod store;

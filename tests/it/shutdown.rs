@@ -1,23 +1,14 @@
 //! SIGTERM mid-run: requests in flight finish and are recorded, unstarted rows are released,
 //! the process exits 0, and a later run finishes the rest with no session requested twice.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use session_reaper::store::State;
 
-use crate::helpers::{APIKEY, backends, daemon, daemon_env, run_daemon, standin, text};
+use crate::helpers::{APIKEY, Daemon, backends, daemon, daemon_env, run_daemon, standin, text};
 
 const ROWS: usize = 40;
-
-fn sigterm(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 /// Waits (bounded) until the stand-in has seen `n` requests.
 async fn wait_for_requests(api: &session_reaper::standin::StandIn, n: u64) {
@@ -37,18 +28,12 @@ async fn sigterm_mid_run_loses_nothing_and_exits_zero() {
         let ids: Vec<String> = (0..ROWS).map(|i| format!("sess{i:03}")).collect();
         db.store.enqueue(&ids, Utc::now()).await.unwrap();
         let env = daemon_env(&db.url, &api.base_url(), APIKEY);
-        let child = daemon(&["run"], &env)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = Daemon::start(&mut daemon(&["run"], &env));
 
         // Act
         wait_for_requests(&api, 8).await;
-        sigterm(child.id());
-        let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-            .await
-            .unwrap();
+        child.signal("-TERM");
+        let output = child.finish().await;
 
         // Assert: clean exit, every answered request recorded, no lease left behind.
         assert!(
@@ -103,17 +88,11 @@ async fn requests_that_outlast_the_grace_are_abandoned_and_their_rows_released()
     let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
     env.push(("SESSION_REAPER_SHUTDOWN__GRACE".into(), "500ms".into()));
     env.push(("SESSION_REAPER_API__TIMEOUT".into(), "60s".into()));
-    let child = daemon(&["run"], &env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Daemon::start(&mut daemon(&["run"], &env));
     wait_for_requests(&api, 2).await;
     let signalled = Instant::now();
-    sigterm(child.id());
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    child.signal("-TERM");
+    let output = child.finish().await;
     assert!(output.status.success(), "{}", text(&output));
     assert!(
         signalled.elapsed() < Duration::from_secs(10),

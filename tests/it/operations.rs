@@ -1,0 +1,317 @@
+//! What operators meet: systemd notifications, health and metrics, status in the database,
+//! requeue and prune, and the cost of an idle daemon.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use session_reaper::store::{OutcomeWrite, State};
+
+use crate::helpers::{APIKEY, Daemon, TestDb, daemon, daemon_env, run_daemon, standin, text};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(command: &mut std::process::Command) -> Daemon {
+    Daemon::start(command)
+}
+
+fn sigterm(child: &Daemon) {
+    child.signal("-TERM");
+}
+
+async fn finish(child: Daemon) -> std::process::Output {
+    child.finish().await
+}
+
+/// GET on loopback, bounded; (status, body).
+async fn get(port: u16, path: &str) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match reqwest::get(format!("http://127.0.0.1:{port}{path}")).await {
+            Ok(response) => return (response.status().as_u16(), response.text().await.unwrap()),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "GET {path}: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn systemd_hears_ready_then_watchdog_then_stopping() {
+    let db = TestDb::sqlite().await;
+    let api = standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let env = daemon_env(&db.url, &api.base_url(), APIKEY);
+    let child = spawn(
+        daemon(&["run"], &env)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "1000000"),
+    );
+    let mut heard = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let mut receive = |heard: &mut Vec<String>, wanted: &str| {
+        while !heard.iter().any(|m| m.contains(wanted)) {
+            let n = socket
+                .recv(&mut buffer)
+                .unwrap_or_else(|e| panic!("no {wanted} (heard {heard:?}): {e}"));
+            heard.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+        }
+    };
+    receive(&mut heard, "READY=1");
+    receive(&mut heard, "WATCHDOG=1");
+    sigterm(&child);
+    receive(&mut heard, "STOPPING=1");
+    let output = finish(child).await;
+    assert!(output.status.success(), "{}", text(&output));
+    let position = |wanted: &str| heard.iter().position(|m| m.contains(wanted)).unwrap();
+    assert!(position("READY=1") <= position("WATCHDOG=1"), "{heard:?}");
+    assert!(position("WATCHDOG=1") < position("STOPPING=1"), "{heard:?}");
+}
+
+#[tokio::test]
+async fn health_and_metrics_tell_an_operator_what_is_happening() {
+    let db = TestDb::sqlite().await;
+    let api = standin().await;
+    db.store
+        .enqueue(&["m1".into(), "gone-m2".into(), "bad id".into()], Utc::now())
+        .await
+        .unwrap();
+    let port = free_port();
+    let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
+    env.push(("SESSION_REAPER_HTTP__LISTEN".into(), format!("127.0.0.1:{port}")));
+    env.push(("SESSION_REAPER_RETRY__KEY_PAUSE".into(), "300ms".into()));
+    let child = spawn(&mut daemon(&["run"], &env));
+
+    assert_eq!(get(port, "/livez").await.0, 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while db.store.rows().await.unwrap().iter().any(|r| !r.state.is_terminal()) {
+        assert!(Instant::now() < deadline, "rows never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(port, "/readyz").await, (200, "ready\n".to_owned()));
+    let (status, metrics) = get(port, "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "session_reaper_deletions_total{outcome=\"deleted\"} 1",
+        "session_reaper_deletions_total{outcome=\"gone\"} 1",
+        "session_reaper_deletions_total{outcome=\"invalid\"} 1",
+        "session_reaper_api_answers_total{class=\"deleted\"} 1",
+        "session_reaper_api_request_duration_seconds_count 2",
+        "session_reaper_attempts_total 2",
+        "session_reaper_in_flight 0",
+        "session_reaper_rate_limit_per_second 1000",
+        "session_reaper_live_instances 1",
+        "session_reaper_database_errors_total 0",
+        "session_reaper_lease_takeovers_total 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in:\n{metrics}");
+    }
+    for name in [
+        "session_reaper_due_backlog",
+        "session_reaper_oldest_due_age_seconds",
+        "session_reaper_rate_limit_waits_total",
+        "session_reaper_pauses_total{reason=\"rate_limited\"} 0",
+    ] {
+        assert!(metrics.contains(name), "no {name} in:\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("m1") && !metrics.contains(APIKEY),
+        "ids or keys in labels:\n{metrics}"
+    );
+
+    // A rejected key makes the process unready (but still live).
+    api.state.set_apikey("rotated");
+    db.store.enqueue(&["m3".into()], Utc::now()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = get(port, "/readyz").await;
+        if status == 503 {
+            assert_eq!(body, "the API rejected the apikey\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz never noticed the rejected key");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(port, "/livez").await.0, 200);
+    api.state.set_apikey(APIKEY);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get(port, "/readyz").await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never recovered after the key was fixed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sigterm(&child);
+    assert!(finish(child).await.status.success());
+}
+
+#[tokio::test]
+async fn status_in_the_database_and_on_the_command_line_agree() {
+    let db = TestDb::sqlite().await;
+    let api = standin().await;
+    db.store
+        .enqueue(&["s1".into(), "gone-s2".into(), "bad-s3".into()], Utc::now())
+        .await
+        .unwrap();
+    let env = daemon_env(&db.url, &api.base_url(), APIKEY);
+    assert!(run_daemon(&["run", "--once"], &env).await.status.success());
+
+    let output = run_daemon(&["status", "--json"], &env).await;
+    assert!(output.status.success(), "{}", text(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for (state, count) in [
+        ("pending", 0),
+        ("retrying", 0),
+        ("deleted", 1),
+        ("gone", 1),
+        ("failed", 1),
+        ("invalid", 0),
+    ] {
+        assert_eq!(json[state], count, "{state} in {json}");
+    }
+    // The gone and the failed row were answered in the same instant; either may be the last.
+    assert!(
+        json["last_success"].is_string() && json["last_error"].is_string(),
+        "{json}"
+    );
+    assert_eq!(json["instances"], serde_json::json!([]));
+
+    let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    let (deleted, gone, failed, last_error): (i64, i64, i64, String) =
+        sqlx::query_as("SELECT deleted, gone, failed, last_error FROM reaper_status")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((deleted, gone, failed), (1, 1, 1));
+    assert_eq!(serde_json::Value::from(last_error), json["last_error"]);
+}
+
+#[tokio::test]
+async fn requeue_moves_failed_rows_back_and_prune_deletes_old_finished_rows() {
+    let db = TestDb::sqlite().await;
+    let api = standin().await;
+    db.store
+        .enqueue(&["bad-r1".into(), "bad-r2".into(), "r3".into()], Utc::now())
+        .await
+        .unwrap();
+    let env = daemon_env(&db.url, &api.base_url(), APIKEY);
+    assert!(run_daemon(&["run", "--once"], &env).await.status.success());
+
+    let output = run_daemon(&["requeue", "--failed"], &env).await;
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "requeued 2 sessions",
+        "{}",
+        text(&output)
+    );
+    let requeued: Vec<_> = db
+        .store
+        .rows()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.session_id.starts_with("bad"))
+        .collect();
+    assert!(
+        requeued
+            .iter()
+            .all(|r| r.state == State::Pending && r.attempts == 0 && r.finished_at.is_none()),
+        "{requeued:?}"
+    );
+    let output = run_daemon(&["requeue", "r3"], &env).await;
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "requeued 1 sessions",
+        "{}",
+        text(&output)
+    );
+
+    // Prune: only final rows finished before the cutoff go.
+    let old = Utc::now() - chrono::Duration::days(40);
+    let claimed = db
+        .store
+        .claim(&session_reaper::store::ClaimRequest {
+            owner: "test",
+            now: Utc::now(),
+            lease: Duration::from_secs(30),
+            due_by: Utc::now(),
+            stale_after: Duration::from_secs(60),
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    let writes: Vec<OutcomeWrite> = claimed
+        .iter()
+        .map(|row| OutcomeWrite::Finish {
+            id: row.id,
+            state: State::Deleted,
+            charge: true,
+            http_status: Some(200),
+            api_code: None,
+            error: None,
+            attempted_at: Some(old),
+            next_attempt_at: None,
+            decided_at: old,
+        })
+        .collect();
+    db.store.write_outcomes("test", &writes).await.unwrap();
+    let output = run_daemon(&["prune", "--older-than", "30d"], &env).await;
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "pruned 2 finished sessions older than 30days",
+        "{}",
+        text(&output)
+    );
+    assert_eq!(db.store.rows().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_idle_daemon_costs_about_one_query_per_poll_interval() {
+    let db = TestDb::sqlite().await;
+    let api = standin().await;
+    let port = free_port();
+    let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
+    env.push(("SESSION_REAPER_HTTP__LISTEN".into(), format!("127.0.0.1:{port}")));
+    env.push(("SESSION_REAPER_WORKER__POLL_INTERVAL".into(), "5s".into()));
+    env.push(("SESSION_REAPER_WORKER__LEASE".into(), "30s".into()));
+    let child = spawn(&mut daemon(&["run"], &env));
+    let round_trips = |metrics: &str| -> u64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("session_reaper_database_round_trips_total"))
+            .unwrap();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let cpu = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let before = round_trips(&get(port, "/metrics").await.1);
+    let cpu_before = cpu(child.id());
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let after = round_trips(&get(port, "/metrics").await.1);
+    let cpu_ticks = cpu(child.id()) - cpu_before;
+    sigterm(&child);
+    assert!(finish(child).await.status.success());
+
+    // 30 s: 6 polls (5 s) + 3 heartbeats (a third of the 30 s lease), one spare for timing.
+    let made = after - before;
+    eprintln!("idle daemon: {made} database round trips and {cpu_ticks} CPU ticks (1/100 s) in 30 s");
+    assert!(made <= 10, "an idle daemon made {made} round trips in 30 s");
+    assert!(
+        made >= 6,
+        "the idle daemon stopped polling ({made} round trips in 30 s)"
+    );
+}

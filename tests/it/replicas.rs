@@ -1,0 +1,190 @@
+//! Several daemon processes on one table: no double deletes, takeover of a killed replica's
+//! rows within two leases, one rate budget for the cluster, and replicas that know each other.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use session_reaper::store::{State, Store};
+
+use crate::helpers::{APIKEY, Daemon, TestDb, backends, daemon, daemon_env, standin, text};
+
+fn spawn(env: &[(String, String)], args: &[&str]) -> Daemon {
+    Daemon::start(&mut daemon(args, env))
+}
+
+/// Polls (bounded) until `done` holds for the table's rows.
+async fn wait_rows(
+    store: &Store,
+    limit: Duration,
+    done: impl Fn(&[session_reaper::store::SessionRow]) -> bool,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done(&store.rows().await.unwrap()) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn three_replicas_on_one_table_delete_every_session_exactly_once() {
+    for db in backends().await {
+        let api = standin().await;
+        let ids: Vec<String> = (0..3000).map(|i| format!("rep{i:05}")).collect();
+        db.store.enqueue(&ids, Utc::now()).await.unwrap();
+        let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
+        env.push(("SESSION_REAPER_WORKER__RATE_PER_SECOND".into(), "100000".into()));
+        env.push(("SESSION_REAPER_WORKER__BURST".into(), "1000".into()));
+        env.push(("SESSION_REAPER_WORKER__BATCH_SIZE".into(), "32".into()));
+
+        let replicas: Vec<Daemon> = (0..3).map(|_| spawn(&env, &["run", "--once"])).collect();
+        for replica in replicas {
+            let output = replica.finish().await;
+            assert!(output.status.success(), "{}: {}", db.name(), text(&output));
+        }
+
+        let rows = db.store.rows().await.unwrap();
+        let left: Vec<_> = rows.iter().filter(|r| r.state != State::Deleted).take(5).collect();
+        assert!(left.is_empty(), "{}: not all deleted: {left:?}", db.name());
+        let twice: Vec<&String> = ids.iter().filter(|id| api.state.count_for(id) != 1).collect();
+        assert!(twice.is_empty(), "{}: requested other than once: {twice:?}", db.name());
+        assert_eq!(api.state.stats().off_contract, 0);
+        assert!(
+            db.store.instances().await.unwrap().is_empty(),
+            "{}: clean exits left instances",
+            db.name()
+        );
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_replicas_rows_are_taken_over_within_two_leases() {
+    for db in backends().await {
+        // Arrange: replica A holds rows in slow requests when it dies.
+        let api = standin().await;
+        api.state.set_latency(Duration::from_secs(30));
+        let ids: Vec<String> = (0..4).map(|i| format!("held{i}")).collect();
+        db.store.enqueue(&ids, Utc::now()).await.unwrap();
+        let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
+        env.push(("SESSION_REAPER_WORKER__LEASE".into(), "2s".into()));
+        env.push(("SESSION_REAPER_API__TIMEOUT".into(), "60s".into()));
+        let a = spawn(&env, &["run"]);
+        let leased = wait_rows(&db.store, Duration::from_secs(15), |rows| {
+            rows.iter().all(|r| r.lease_owner.is_some())
+        })
+        .await;
+        assert!(leased, "{}: replica A never leased the rows", db.name());
+        let a_owner = db.store.rows().await.unwrap()[0].lease_owner.clone().unwrap();
+
+        // Act: kill -9 A, answer fast from now on, start B.
+        a.signal("-KILL");
+        let killed = Instant::now();
+        a.finish().await;
+        api.state.set_latency(Duration::ZERO);
+        let b = spawn(&env, &["run"]);
+        let done = wait_rows(&db.store, Duration::from_secs(20), |rows| {
+            rows.iter().all(|r| r.state == State::Deleted)
+        })
+        .await;
+        let takeover = killed.elapsed();
+        b.signal("-TERM");
+        let output = b.finish().await;
+
+        // Assert
+        assert!(
+            done,
+            "{}: rows never finished after the kill:\n{}",
+            db.name(),
+            text(&output)
+        );
+        assert!(
+            takeover <= Duration::from_secs(4) + Duration::from_millis(1500),
+            "{}: took {takeover:?}",
+            db.name()
+        );
+        for row in db.store.rows().await.unwrap() {
+            assert_eq!(
+                row.taken_over_from.as_deref(),
+                Some(a_owner.as_str()),
+                "{}: {row:?}",
+                db.name()
+            );
+        }
+        eprintln!("{}: takeover after kill -9 took {takeover:?} (lease 2s)", db.name());
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn replicas_share_one_rate_budget() {
+    let Some(db) = TestDb::postgres().await else { return };
+    let api = standin().await;
+    let budget = 60;
+    let burst = 6;
+    let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
+    env.push(("SESSION_REAPER_WORKER__RATE_PER_SECOND".into(), budget.to_string()));
+    env.push(("SESSION_REAPER_WORKER__BURST".into(), burst.to_string()));
+    env.push(("SESSION_REAPER_WORKER__LEASE".into(), "3s".into()));
+    // Rows become due once all three replicas have announced themselves.
+    let ids: Vec<String> = (0..2000).map(|i| format!("budget{i:05}")).collect();
+    db.store
+        .enqueue(&ids, Utc::now() + chrono::Duration::seconds(3))
+        .await
+        .unwrap();
+    let replicas: Vec<Daemon> = (0..3).map(|_| spawn(&env, &["run"])).collect();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let instances = db.store.instances().await.unwrap();
+    for replica in &replicas {
+        replica.signal("-TERM");
+    }
+    for replica in replicas {
+        assert!(replica.finish().await.status.success());
+    }
+
+    let stats = api.state.stats();
+    // The first second with traffic may be partial; the last one is cut by the stop.
+    let full_seconds = &stats.per_second[1..stats.per_second.len().saturating_sub(1)];
+    assert!(full_seconds.len() >= 4, "{:?}", stats.per_second);
+    for (second, count) in full_seconds.iter().enumerate() {
+        assert!(
+            *count <= budget + burst,
+            "second {second}: {count} requests > {budget} + {burst}: {:?}",
+            stats.per_second
+        );
+    }
+    let mean = full_seconds.iter().sum::<u64>() as f64 / full_seconds.len() as f64;
+    assert!(
+        mean >= budget as f64 * 0.8,
+        "the replicas used only {mean:.1}/s of {budget}/s"
+    );
+    assert_eq!(instances.len(), 3, "{instances:?}");
+    assert!(
+        instances.iter().all(|i| i.beat.rate_limit == budget as i32 / 3),
+        "{instances:?}"
+    );
+    assert!(db.store.instances().await.unwrap().is_empty());
+    eprintln!(
+        "cluster budget {budget}/s: per second {:?}, mean {mean:.1}",
+        stats.per_second
+    );
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn replicas_migrating_at_the_same_moment_all_succeed() {
+    let Some(db) = TestDb::postgres_with(false).await else {
+        return;
+    };
+    let migrations = (0..4).map(|_| {
+        let url = db.url.clone();
+        tokio::spawn(async move { Store::connect(&url).await?.migrate().await })
+    });
+    for migration in migrations {
+        migration.await.unwrap().unwrap();
+    }
+    assert!(db.store.status(Utc::now(), Duration::from_secs(60)).await.is_ok());
+    db.cleanup().await;
+}
