@@ -43,7 +43,7 @@ pub async fn demo(mut config: Config, database: &Path, sessions: usize) -> anyho
     config.worker.burst = config.worker.burst.max(20);
     config.retry.base_delay = Duration::from_millis(200);
     config.retry.max_delay = Duration::from_secs(2);
-    crate::telemetry::init(&config.log);
+    let _logs = crate::telemetry::init(&config.log);
 
     let store = super::open_store(&config).await?;
     let ids = seed_ids(sessions);

@@ -39,7 +39,7 @@ pub async fn execute(cli: Cli) -> ExitCode {
                 Ok(config) => config,
                 Err(code) => return code,
             };
-            crate::telemetry::init(&config.log);
+            let _logs = crate::telemetry::init(&config.log);
             match command {
                 Command::Run { once } => run::run(config, once).await,
                 Command::Migrate => migrate(&config).await,
