@@ -233,10 +233,16 @@ async fn off_contract(State(state): State<Arc<StandInState>>, request: axum::ext
 
 /// The scenario a session id asks for, and how many requests it fails before it succeeds.
 fn scenario(id: &str) -> (&str, u32) {
-    let prefix = id.split('-').next().unwrap_or_default();
-    let digits = prefix.trim_start_matches(|c: char| c.is_ascii_alphabetic());
-    let name = &prefix[..prefix.len() - digits.len()];
-    (name, digits.parse().unwrap_or(0))
+    // Only `name-...` or `nameN-...` select a scenario; a plain hex id that happens to start
+    // with letters like "bad" must not.
+    let Some((prefix, _)) = id.split_once('-') else {
+        return ("", 0);
+    };
+    let name = prefix.trim_end_matches(|c: char| c.is_ascii_digit());
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase()) {
+        return ("", 0);
+    }
+    (name, prefix[name.len()..].parse().unwrap_or(0))
 }
 
 fn api_error(code: &str, message: &str) -> Response {
@@ -349,4 +355,18 @@ async fn delete_session(
         _ => json!({"session_delete": "true"}),
     };
     axum::Json(body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scenario;
+
+    #[test]
+    fn only_a_dashed_prefix_selects_a_scenario() {
+        assert_eq!(scenario("flaky2-abc"), ("flaky", 2));
+        assert_eq!(scenario("gone-1"), ("gone", 0));
+        assert_eq!(scenario("bad3f00d"), ("", 0));
+        assert_eq!(scenario("d26aa7b8029bf4f8d34c7dd0013"), ("", 0));
+        assert_eq!(scenario("ABC-1"), ("", 0));
+    }
 }
