@@ -99,7 +99,17 @@ impl Deleter {
         let id = match SessionId::parse(&row.session_id) {
             Ok(id) => id,
             Err(e) => {
-                let write = self.finish(row, State::Invalid, false, None, Some(e.to_string()));
+                let write = OutcomeWrite::Finish {
+                    id: row.id,
+                    state: State::Invalid,
+                    charge: false,
+                    http_status: None,
+                    api_code: None,
+                    error: Some(e.to_string()),
+                    attempted_at: None,
+                    next_attempt_at: None,
+                    decided_at: Utc::now(),
+                };
                 return (DeletionOutcome::Invalid, write);
             }
         };
@@ -192,69 +202,46 @@ impl Deleter {
 
     fn conclude(&self, row: &ClaimedRow, answer: Answer, at: chrono::DateTime<Utc>) -> (DeletionOutcome, OutcomeWrite) {
         let attempts = u32::try_from(row.attempts).unwrap_or(0) + 1;
-        let status = answer.http_status.map(i32::from);
-        let finish = |state, message: Option<String>| OutcomeWrite::Finish {
+        let finish = |state, error: Option<String>, next_attempt_at| OutcomeWrite::Finish {
             id: row.id,
             state,
             charge: true,
-            http_status: status,
+            http_status: answer.http_status.map(i32::from),
             api_code: answer.api_code,
-            error: message,
+            error,
             attempted_at: Some(at),
-            next_attempt_at: None,
+            next_attempt_at,
             decided_at: at,
         };
         match answer.verdict {
-            Verdict::Deleted => (DeletionOutcome::Deleted, finish(State::Deleted, None)),
-            Verdict::Gone => (DeletionOutcome::Gone, finish(State::Gone, answer.message)),
+            Verdict::Deleted => (DeletionOutcome::Deleted, finish(State::Deleted, None, None)),
+            Verdict::Gone => (DeletionOutcome::Gone, finish(State::Gone, answer.message.clone(), None)),
             Verdict::Permanent => {
                 if answer.api_code == Some(CODE_DEPRECATED) {
                     tracing::error!("the API says this call is deprecated (1879): session-reaper needs an update");
                 }
-                (DeletionOutcome::Failed, finish(State::Failed, answer.message))
+                (
+                    DeletionOutcome::Failed,
+                    finish(State::Failed, answer.message.clone(), None),
+                )
             }
-            Verdict::Transient { retry_after } if self.policy.exhausted(attempts) => {
-                let message = format!(
-                    "gave up after {attempts} attempts: {}",
-                    answer.message.unwrap_or_default()
-                );
-                let _ = retry_after;
-                (DeletionOutcome::Failed, finish(State::Failed, Some(message)))
+            Verdict::Transient { .. } if self.policy.exhausted(attempts) => {
+                let message = answer.message.as_deref().unwrap_or_default();
+                let error = format!("gave up after {attempts} attempts: {message}");
+                (DeletionOutcome::Failed, finish(State::Failed, Some(error), None))
             }
             Verdict::Transient { retry_after } => {
                 let next = self
                     .policy
                     .next_attempt_at(at, attempts, retry_after, &mut rand::thread_rng());
-                let mut write = finish(State::Retrying, answer.message);
-                if let OutcomeWrite::Finish { next_attempt_at, .. } = &mut write {
-                    *next_attempt_at = Some(next);
-                }
+                let write = finish(State::Retrying, answer.message.clone(), Some(next));
                 (DeletionOutcome::RetryScheduled, write)
             }
+            // `pause_for` takes these before an answer is concluded; should one slip through, the
+            // row is handed back untouched rather than charged.
             Verdict::RateLimited { .. } | Verdict::QuotaExhausted | Verdict::KeyRejected => {
-                unreachable!("pauses are handled before an answer is concluded")
+                (DeletionOutcome::Released, OutcomeWrite::Release { id: row.id })
             }
-        }
-    }
-
-    fn finish(
-        &self,
-        row: &ClaimedRow,
-        state: State,
-        charge: bool,
-        status: Option<i32>,
-        error: Option<String>,
-    ) -> OutcomeWrite {
-        OutcomeWrite::Finish {
-            id: row.id,
-            state,
-            charge,
-            http_status: status,
-            api_code: None,
-            error,
-            attempted_at: None,
-            next_attempt_at: None,
-            decided_at: Utc::now(),
         }
     }
 }

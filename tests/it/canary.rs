@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use session_reaper::store::State;
 
 use crate::helpers::{Daemon, TestDb, daemon, daemon_env, run_daemon, standin, text};
 
@@ -63,6 +64,21 @@ async fn the_apikey_appears_in_no_log_error_output_or_column() {
         text(&output)
     );
     seen.push_str(&text(&output));
+    // A rejected key leaves the rows untouched: no attempt charged, no answer recorded.
+    for row in db
+        .store
+        .rows()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.state != State::Invalid)
+    {
+        assert_eq!(
+            (row.state, row.attempts, row.last_api_code, row.lease_owner.as_deref()),
+            (State::Pending, 0, None, None),
+            "{row:?}"
+        );
+    }
 
     // 2. Quota spent, then every answer class, with the right key.
     api.state.set_apikey(CANARY);
