@@ -70,8 +70,8 @@ struct Seen {
     deleted: HashSet<String>,
     deleted_twice: u64,
     per_second: BTreeMap<u64, u64>,
-    /// End of the latest `Retry-After` window we asked for.
-    quiet_until: Option<Instant>,
+    /// The latest `Retry-After` window we asked for: when the 429 went out, and its end.
+    quiet: Option<(Instant, Instant)>,
     inside_retry_after: u64,
     off_contract: u64,
     total: u64,
@@ -170,9 +170,10 @@ impl StandInState {
     /// Answers 429 and remembers the window, to catch requests that do not honour it.
     fn rate_limited(&self, wait: Duration) -> Response {
         let mut seen = self.seen.lock().expect("lock");
-        let until = Instant::now() + wait;
-        if seen.quiet_until.is_none_or(|current| current < until) {
-            seen.quiet_until = Some(until);
+        let now = Instant::now();
+        let until = now + wait;
+        if seen.quiet.is_none_or(|(_, current)| current < until) {
+            seen.quiet = Some((now, until));
         }
         faults::too_many_requests(wait)
     }
@@ -270,8 +271,13 @@ async fn delete_session(
         seen.total += 1;
         let second = state.started.elapsed().as_secs();
         *seen.per_second.entry(second).or_default() += 1;
+        // Requests that left the client before it read the 429 arrive just after it went out.
         let allowance = IN_FLIGHT_ALLOWANCE + state.faults.lock().expect("lock").latency();
-        if seen.quiet_until.is_some_and(|until| Instant::now() + allowance < until) {
+        let now = Instant::now();
+        if seen
+            .quiet
+            .is_some_and(|(from, until)| now > from + allowance && now < until)
+        {
             seen.inside_retry_after += 1;
         }
         if method != axum::http::Method::DELETE || !token {

@@ -305,6 +305,13 @@ impl Store {
     }
 }
 
+/// Whether a connection handed back to the pool may serve again. One still inside a transaction
+/// (its COMMIT failed, e.g. on a full disk) is closed instead: reused, it would refuse every
+/// later `BEGIN` with "non-zero transaction depth".
+fn reusable(conn: &mut impl sqlx::Connection) -> bool {
+    !conn.is_in_transaction()
+}
+
 /// Chrono's duration from std's, saturating (config durations are far below the limit).
 pub(crate) fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)

@@ -32,6 +32,7 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_release(|conn, _| Box::pin(async move { Ok(super::reusable(conn)) }))
             .connect_with(options)
             .await
             .context("Failed to connect to PostgreSQL")?;
@@ -59,7 +60,7 @@ impl PgStore {
             "WITH picked AS (
                  SELECT id, lease_owner AS previous_owner FROM reaper_sessions
                   WHERE state IN ('pending', 'retrying')
-                    AND (lease_expires_at IS NULL OR lease_expires_at <= $3)
+                    AND (lease_expires_at IS NULL OR (lease_expires_at <= $3 AND lease_owner <> $1))
                     AND ((state = 'pending' AND (delete_after <= $4 OR last_activity_at <= $5))
                       OR (state = 'retrying' AND next_attempt_at <= $4))
                   ORDER BY id

@@ -47,6 +47,7 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(BUSY_TIMEOUT + Duration::from_secs(5))
+            .after_release(|conn, _| Box::pin(async move { Ok(super::reusable(conn)) }))
             .connect_with(options)
             .await
             .context("Failed to open the SQLite database")?;
@@ -81,7 +82,7 @@ impl SqliteStore {
               WHERE id IN (
                     SELECT id FROM reaper_sessions
                      WHERE state IN ('pending', 'retrying')
-                       AND (lease_expires_at IS NULL OR lease_expires_at <= ?3)
+                       AND (lease_expires_at IS NULL OR (lease_expires_at <= ?3 AND lease_owner <> ?1))
                        AND ((state = 'pending' AND (delete_after <= ?4 OR last_activity_at <= ?5))
                          OR (state = 'retrying' AND next_attempt_at <= ?4))
                      ORDER BY id

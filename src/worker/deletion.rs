@@ -127,17 +127,18 @@ impl Deleter {
                     return release;
                 }
             };
-            let span = Span::current();
             self.metrics.answer(answer_class(&answer), started.elapsed());
+            if self.pause_for(&answer) {
+                continue;
+            }
+            // Only the concluding answer goes on the span (a pause is logged on its own line).
+            let span = Span::current();
             span.record("latency_ms", started.elapsed().as_millis() as u64);
             if let Some(status) = answer.http_status {
                 span.record("http_status", status);
             }
             if let Some(code) = answer.api_code {
                 span.record("api_code", code);
-            }
-            if self.pause_for(&answer) {
-                continue;
             }
             if pass == Pass::Probe {
                 tracing::info!("the API answers again; resuming all workers");
@@ -181,20 +182,27 @@ impl Deleter {
         if self.gate.close_for(wait, reopen) {
             self.metrics.pause(answer_class(answer));
             let pause_s = wait.as_secs_f64();
+            let http_status = answer.http_status;
             let api_message = answer.message.as_deref().unwrap_or_default();
             match answer.verdict {
                 Verdict::KeyRejected => tracing::error!(
                     pause_s,
+                    http_status,
                     api_code = answer.api_code,
                     api_message,
                     "the API rejected the apikey: all calls stopped, rows untouched; fix api.apikey"
                 ),
                 Verdict::QuotaExhausted => tracing::warn!(
                     pause_s,
+                    http_status,
                     api_message,
                     "the account's API quota is spent: all calls paused"
                 ),
-                _ => tracing::warn!(pause_s, "the API asked us to slow down (429): all calls paused"),
+                _ => tracing::warn!(
+                    pause_s,
+                    http_status,
+                    "the API asked us to slow down (429): all calls paused"
+                ),
             }
         }
         true

@@ -98,8 +98,15 @@ impl Reaper {
             starting: shutdown.clone(),
             in_flight: CancellationToken::new(),
         };
-        let (outcomes, writer) =
-            writer::spawn(self.store.clone(), self.owner.clone(), batch_size, self.metrics.clone());
+        let give_up = CancellationToken::new();
+        let (outcomes, writer) = writer::Writer {
+            store: self.store.clone(),
+            owner: self.owner.clone(),
+            batch_size,
+            metrics: self.metrics.clone(),
+            give_up: give_up.clone(),
+        }
+        .spawn();
         let started = Utc::now();
         let heartbeat = heartbeat::Heartbeat {
             store: self.store.clone(),
@@ -204,9 +211,11 @@ impl Reaper {
                 metrics.in_flight(1);
                 tasks.spawn(async move {
                     let (_, write) = deleter.delete(&row, &stop).await;
-                    drop(slot);
                     // The writer outlives every task: it stops only when all senders are gone.
+                    // The slot is held until the writer has the outcome, which bounds what a
+                    // crash can lose to the pool plus the writer's queue.
                     let _ = outcomes.send(write).await;
+                    drop(slot);
                     metrics.in_flight(-1);
                 });
             }
@@ -236,15 +245,23 @@ impl Reaper {
             );
         }
         let grace = self.config.shutdown.grace;
-        let abandon = stop.in_flight.clone();
+        let (abandon, give_up_writes) = (stop.in_flight.clone(), give_up.clone());
         let grace_timer = tokio::spawn(async move {
             tokio::time::sleep(grace).await;
+            // Requests still running are abandoned; outcomes the database still refuses are
+            // dropped (their rows come free when the leases run out) so the exit is bounded.
             abandon.cancel();
+            give_up_writes.cancel();
         });
         while tasks.join_next().await.is_some() {}
         grace_timer.abort();
         drop(outcomes);
-        writer.await.ok();
+        // The outcomes of finished requests get one more grace to reach the database.
+        let mut writer = writer;
+        if tokio::time::timeout(grace, &mut writer).await.is_err() {
+            give_up.cancel();
+            writer.await.ok();
+        }
         background.cancel();
         heartbeat.await.ok();
         housekeeping.await.ok();

@@ -315,3 +315,18 @@ async fn the_next_due_time_sees_retries_and_expiring_leases() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn a_daemon_never_reclaims_its_own_expired_lease() {
+    for db in backends().await {
+        // Its outcome may still be queued for writing (a database outage outlasted the lease):
+        // claiming it again would send the same request twice.
+        let store = &db.store;
+        store.enqueue(&ids(1), t0()).await.unwrap();
+        store.claim(&claim_at("me", t0(), 1)).await.unwrap();
+        let after_expiry = t0() + chrono::Duration::seconds(60);
+        assert!(store.claim(&claim_at("me", after_expiry, 1)).await.unwrap().is_empty(), "{}", db.name());
+        assert_eq!(store.claim(&claim_at("other", after_expiry, 1)).await.unwrap().len(), 1, "{}", db.name());
+        db.cleanup().await;
+    }
+}
