@@ -315,3 +315,44 @@ async fn an_idle_daemon_costs_about_one_query_per_poll_interval() {
         "the idle daemon stopped polling ({made} round trips in 30 s)"
     );
 }
+
+#[tokio::test]
+async fn enqueue_inserts_valid_ids_once_and_reports_malformed_lines() {
+    let db = TestDb::sqlite().await;
+    let env = daemon_env(&db.url, "http://127.0.0.1:9", APIKEY);
+    let input = "abc123\n\nabc123\nd26aa7b8029bf4f8d34c7dd0013\nbad id\n../x\n";
+    let mut command = daemon(&["enqueue"], &env);
+    command.stdin(std::process::Stdio::piped());
+    let output = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(65), "{}", text(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "enqueued 2 new, 1 already present, 2 malformed"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 5: session id \"bad id\" contains characters"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 6:"), "{stderr}");
+    let ids: Vec<String> = db
+        .store
+        .rows()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.session_id)
+        .collect();
+    assert_eq!(ids, ["abc123", "d26aa7b8029bf4f8d34c7dd0013"]);
+}

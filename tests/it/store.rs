@@ -325,8 +325,17 @@ async fn a_daemon_never_reclaims_its_own_expired_lease() {
         store.enqueue(&ids(1), t0()).await.unwrap();
         store.claim(&claim_at("me", t0(), 1)).await.unwrap();
         let after_expiry = t0() + chrono::Duration::seconds(60);
-        assert!(store.claim(&claim_at("me", after_expiry, 1)).await.unwrap().is_empty(), "{}", db.name());
-        assert_eq!(store.claim(&claim_at("other", after_expiry, 1)).await.unwrap().len(), 1, "{}", db.name());
+        assert!(
+            store.claim(&claim_at("me", after_expiry, 1)).await.unwrap().is_empty(),
+            "{}",
+            db.name()
+        );
+        assert_eq!(
+            store.claim(&claim_at("other", after_expiry, 1)).await.unwrap().len(),
+            1,
+            "{}",
+            db.name()
+        );
         db.cleanup().await;
     }
 }
