@@ -18,6 +18,9 @@ use super::{
 
 /// Claimer, outcome writer, heartbeat and a spare.
 const MAX_CONNECTIONS: u32 = 6;
+/// Outcomes per UPDATE: keeps each message under one 16 kB TLS record, which sqlx (no
+/// TCP_NODELAY) would otherwise send as two writes, the second held ~40 ms by Nagle.
+const OUTCOME_CHUNK: usize = 96;
 /// How long a query waits for a free connection before the outage is reported.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -44,6 +47,18 @@ impl PgStore {
             .run(&self.pool)
             .await
             .context("Failed to migrate the PostgreSQL database")
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn analyze(&self) -> anyhow::Result<()> {
+        sqlx::query("ANALYZE reaper_sessions")
+            .execute(&self.pool)
+            .await
+            .context("Failed to analyze reaper_sessions")?;
+        Ok(())
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {
@@ -97,17 +112,10 @@ impl PgStore {
     /// Locks: the rows written, each only while `owner` still holds its lease (a takeover
     /// never gets overwritten by the replica it rescued from).
     pub async fn write_outcomes(&self, owner: &str, outcomes: &[OutcomeWrite]) -> anyhow::Result<u64> {
-        let mut finish = FinishColumns::default();
-        let mut released: Vec<i64> = Vec::new();
-        for outcome in outcomes {
-            match outcome {
-                OutcomeWrite::Finish { .. } => finish.push(outcome),
-                OutcomeWrite::Release { id } => released.push(*id),
-            }
-        }
+        let (finished, released) = super::split_outcomes(outcomes);
         let mut tx = self.pool.begin().await.context("Failed to begin an outcome batch")?;
         let mut written = 0;
-        if !finish.ids.is_empty() {
+        for chunk in finished.chunks(OUTCOME_CHUNK) {
             let done = sqlx::query(
                 "UPDATE reaper_sessions r
                     SET state = u.state, attempts = r.attempts + u.charge,
@@ -123,15 +131,15 @@ impl PgStore {
                              finished_at, next_attempt_at)
                   WHERE r.id = u.id AND r.lease_owner = $10 AND r.state IN ('pending', 'retrying')",
             )
-            .bind(&finish.ids)
-            .bind(&finish.states)
-            .bind(&finish.charges)
-            .bind(&finish.http_statuses)
-            .bind(&finish.api_codes)
-            .bind(&finish.errors)
-            .bind(&finish.attempted_at)
-            .bind(&finish.finished_at)
-            .bind(&finish.next_attempt_at)
+            .bind(chunk.iter().map(|f| f.id).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|f| f.state.as_str()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|f| i32::from(f.charge)).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|f| f.http_status).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|f| f.api_code).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|f| f.error).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|f| f.attempted_at).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|f| f.finished_at).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|f| f.next_attempt_at).collect::<Vec<_>>())
             .bind(owner)
             .execute(&mut *tx)
             .await
@@ -411,47 +419,5 @@ impl PgStore {
                 .await
                 .context("Failed to count open sessions")?;
         Ok((open, self.earliest_due(stale_after, false).await?))
-    }
-}
-
-/// Outcome batch as parallel arrays, for one `UNNEST` round trip.
-#[derive(Default)]
-struct FinishColumns {
-    ids: Vec<i64>,
-    states: Vec<&'static str>,
-    charges: Vec<i32>,
-    http_statuses: Vec<Option<i32>>,
-    api_codes: Vec<Option<i64>>,
-    errors: Vec<Option<String>>,
-    attempted_at: Vec<Option<DateTime<Utc>>>,
-    finished_at: Vec<Option<DateTime<Utc>>>,
-    next_attempt_at: Vec<Option<DateTime<Utc>>>,
-}
-
-impl FinishColumns {
-    fn push(&mut self, outcome: &OutcomeWrite) {
-        let OutcomeWrite::Finish {
-            id,
-            state,
-            charge,
-            http_status,
-            api_code,
-            error,
-            attempted_at,
-            next_attempt_at,
-            decided_at,
-        } = outcome
-        else {
-            return;
-        };
-        self.ids.push(*id);
-        self.states.push(state.as_str());
-        self.charges.push(i32::from(*charge));
-        self.http_statuses.push(*http_status);
-        self.api_codes.push(*api_code);
-        self.errors.push(error.clone());
-        self.attempted_at.push(*attempted_at);
-        self.finished_at.push(state.is_terminal().then_some(*decided_at));
-        self.next_attempt_at.push(*next_attempt_at);
     }
 }

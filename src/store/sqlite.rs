@@ -19,6 +19,8 @@ use super::{
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// SQLite writes one at a time; a few connections serve the claimer, writer and heartbeat.
 const MAX_CONNECTIONS: u32 = 4;
+/// Outcomes per UPDATE statement (nine bound values each, far below SQLite's variable limit).
+const OUTCOME_CHUNK: usize = 500;
 /// Rows per multi-row INSERT (two bound values each, far below SQLite's variable limit).
 const ENQUEUE_CHUNK: usize = 2_000;
 
@@ -59,6 +61,10 @@ impl SqliteStore {
             .run(&self.pool)
             .await
             .context("Failed to migrate the SQLite database")
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {
@@ -114,61 +120,65 @@ impl SqliteStore {
 
     /// Locks: the database for writing, for one transaction per batch.
     pub async fn write_outcomes(&self, owner: &str, outcomes: &[OutcomeWrite]) -> anyhow::Result<u64> {
+        let (finished, released) = super::split_outcomes(outcomes);
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .context("Failed to begin an outcome batch")?;
         let mut written = 0;
-        for outcome in outcomes {
-            let result = match outcome {
-                OutcomeWrite::Finish {
-                    id,
-                    state,
-                    charge,
-                    http_status,
-                    api_code,
-                    error,
-                    attempted_at,
-                    next_attempt_at,
-                    decided_at,
-                } => {
-                    let finished_at = state.is_terminal().then_some(*decided_at);
-                    sqlx::query(
-                        "UPDATE reaper_sessions
-                            SET state = ?1, attempts = attempts + ?2, last_http_status = ?3,
-                                last_api_code = ?4, last_error = ?5,
-                                first_attempt_at = COALESCE(first_attempt_at, ?6),
-                                last_attempt_at = COALESCE(?6, last_attempt_at),
-                                finished_at = ?7, next_attempt_at = ?8,
-                                lease_owner = NULL, lease_expires_at = NULL
-                          WHERE id = ?9 AND lease_owner = ?10 AND state IN ('pending', 'retrying')",
-                    )
-                    .bind(state.as_str())
-                    .bind(i32::from(*charge))
-                    .bind(*http_status)
-                    .bind(*api_code)
-                    .bind(error.as_deref())
-                    .bind(attempted_at.map(ms))
-                    .bind(finished_at.map(ms))
-                    .bind(next_attempt_at.map(ms))
-                    .bind(*id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await
-                }
-                OutcomeWrite::Release { id } => {
-                    sqlx::query(
-                        "UPDATE reaper_sessions SET lease_owner = NULL, lease_expires_at = NULL
-                          WHERE id = ?1 AND lease_owner = ?2",
-                    )
-                    .bind(*id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await
-                }
-            };
-            written += result.context("Failed to write an outcome")?.rows_affected();
+        // One statement per chunk, not per row: the statement count is what costs here.
+        for chunk in finished.chunks(OUTCOME_CHUNK) {
+            let mut update = QueryBuilder::new(
+                "WITH u (id, state, charge, http_status, api_code, error, attempted_at, finished_at, next_attempt_at) AS (",
+            );
+            update.push_values(chunk, |mut row, f| {
+                row.push_bind(f.id)
+                    .push_bind(f.state.as_str())
+                    .push_bind(i32::from(f.charge))
+                    .push_bind(f.http_status)
+                    .push_bind(f.api_code)
+                    .push_bind(f.error)
+                    .push_bind(f.attempted_at.map(ms))
+                    .push_bind(f.finished_at.map(ms))
+                    .push_bind(f.next_attempt_at.map(ms));
+            });
+            update.push(
+                ") UPDATE reaper_sessions
+                    SET state = u.state, attempts = attempts + u.charge, last_http_status = u.http_status,
+                        last_api_code = u.api_code, last_error = u.error,
+                        first_attempt_at = COALESCE(first_attempt_at, u.attempted_at),
+                        last_attempt_at = COALESCE(u.attempted_at, last_attempt_at),
+                        finished_at = u.finished_at, next_attempt_at = u.next_attempt_at,
+                        lease_owner = NULL, lease_expires_at = NULL
+                   FROM u
+                  WHERE reaper_sessions.id = u.id AND reaper_sessions.lease_owner = ",
+            );
+            update.push_bind(owner);
+            update.push(" AND reaper_sessions.state IN ('pending', 'retrying')");
+            let done = update
+                .build()
+                .execute(&mut *tx)
+                .await
+                .context("Failed to write outcomes")?;
+            written += done.rows_affected();
+        }
+        for chunk in released.chunks(OUTCOME_CHUNK) {
+            let mut release = QueryBuilder::new(
+                "UPDATE reaper_sessions SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ",
+            );
+            release.push_bind(owner).push(" AND id IN (");
+            let mut ids = release.separated(", ");
+            for id in chunk {
+                ids.push_bind(*id);
+            }
+            release.push(")");
+            let done = release
+                .build()
+                .execute(&mut *tx)
+                .await
+                .context("Failed to release leases")?;
+            written += done.rows_affected();
         }
         tx.commit().await.context("Failed to commit an outcome batch")?;
         Ok(written)

@@ -12,6 +12,8 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{Store, chrono_duration};
 
+/// Every this many rounds the table's planner statistics are refreshed (PostgreSQL).
+const STATISTICS_EVERY_ROUNDS: u64 = 10;
 /// Rows deleted per prune statement, so a big prune never holds a long lock.
 pub const PRUNE_BATCH: u32 = 1_000;
 /// Most batches per housekeeping round; the rest waits for the next round.
@@ -29,11 +31,15 @@ impl Housekeeping {
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
         let mut requests = 0;
-        loop {
+        for round in 1u64.. {
             tokio::select! { _ = tick.tick() => {}, _ = stop.cancelled() => return }
             requests = self.metrics.log_summary(requests, every.as_secs_f64());
             self.refresh_backlog().await;
             self.prune().await;
+            if round % STATISTICS_EVERY_ROUNDS == 0 {
+                let analyzed = self.store.refresh_statistics().await;
+                self.metrics.database_result(&analyzed);
+            }
         }
     }
 

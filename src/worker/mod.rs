@@ -117,6 +117,11 @@ impl Reaper {
             metrics: self.metrics.clone(),
         };
         heartbeat.beat().await;
+        let analyzed = self.store.refresh_statistics().await;
+        self.metrics.database_result(&analyzed);
+        if let Err(e) = analyzed {
+            tracing::warn!(error = format!("{e:#}"), "could not refresh the table's statistics");
+        }
         let background = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat.run(background.clone()));
         let housekeeping = housekeeping::Housekeeping {
@@ -267,6 +272,7 @@ impl Reaper {
         housekeeping.await.ok();
         let ran_for = (Utc::now() - started).to_std().unwrap_or_default();
         self.metrics.log_summary(0, ran_for.as_secs_f64());
+        self.store.close().await;
         tracing::info!("reaper stopped");
         Ok(())
     }
