@@ -1,0 +1,181 @@
+//! Throughput: the ceiling, the daemon on SQLite and PostgreSQL, a batch-size sweep, and the
+//! CPU, memory and start-up figures of those same runs.
+
+use std::time::Duration;
+
+use session_reaper::store::State;
+
+use super::{ceiling_line, daemon_lines, ms, rss_value, secs, standin};
+use crate::ceiling;
+use crate::db::Db;
+use crate::report::{Report, thousands};
+use crate::run::{Ctx, Measured};
+
+/// One daemon run of the throughput section.
+struct Run {
+    name: &'static str,
+    batch: u32,
+    /// The ratio to the ceiling this run must reach, if any.
+    goal: Option<f64>,
+    measured: anyhow::Result<Measured>,
+}
+
+impl Run {
+    fn new(name: &'static str, batch: u32, goal: Option<f64>, measured: anyhow::Result<Measured>) -> Self {
+        Self {
+            name,
+            batch,
+            goal,
+            measured,
+        }
+    }
+}
+
+/// Ceiling, daemon on SQLite and PostgreSQL, a batch-size sweep, the ceiling again; CPU per
+/// deletion and start-up time come from the same runs.
+pub async fn throughput(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
+    let n = ctx.sizes.rows;
+    let conc = ctx.sizes.concurrency;
+    let bound = Duration::from_secs(300);
+    let standin = standin(ctx, "throughput", Duration::ZERO).await?;
+    crate::progress!("throughput: ceiling (raw client, {conc} in flight, {n} requests)");
+    let first = ceiling::run(&standin, conc, n, bound).await?;
+    crate::progress!("  ceiling: {:.0}/s", first.per_second());
+
+    let batch = ctx.sizes.batch_size;
+    let timeout = Duration::from_secs(60 + n as u64 / 500);
+    let mut runs: Vec<Run> = Vec::new();
+    crate::progress!("throughput: daemon on SQLite, {n} rows, batch {batch}");
+    let db = Db::sqlite(&ctx.workdir, "throughput.db");
+    let spec = crate::daemon::DaemonSpec {
+        timeout,
+        ..ctx.spec(&db, "daemon-sqlite.log")
+    };
+    runs.push(Run::new(
+        "SQLite",
+        batch,
+        Some(0.7),
+        ctx.measure(&standin, &db, n, spec).await,
+    ));
+    db.remove().await;
+
+    match &ctx.postgres {
+        Ok(admin) => {
+            for (i, variant) in crate::db::PG_VARIANTS.iter().enumerate() {
+                let name = variant.name;
+                crate::progress!("throughput: daemon on {name}, {n} rows, batch {batch}");
+                let measured = async {
+                    let db = Db::postgres(admin, "throughput", variant).await?;
+                    let spec = crate::daemon::DaemonSpec {
+                        timeout,
+                        ..ctx.spec(&db, &format!("daemon-postgres-{i}.log"))
+                    };
+                    let m = ctx.measure_with(&standin, &db, n, spec, variant.analyze).await;
+                    db.remove().await;
+                    m
+                }
+                .await;
+                let goal = if i == 0 { Some(0.5) } else { None };
+                runs.push(Run::new(name, batch, goal, measured));
+            }
+        }
+        Err(why) => report.missing("Daemon, PostgreSQL", why.clone(), "ratio ≥ 0.5"),
+    }
+
+    for &other in &ctx.sizes.sweep {
+        crate::progress!("throughput: daemon on SQLite, {n} rows, batch {other}");
+        let db = Db::sqlite(&ctx.workdir, &format!("sweep-{other}.db"));
+        let spec = crate::daemon::DaemonSpec {
+            timeout,
+            batch_size: other,
+            ..ctx.spec(&db, &format!("daemon-sqlite-batch-{other}.log"))
+        };
+        let measured = ctx.measure(&standin, &db, n, spec).await;
+        runs.push(Run::new("SQLite", other, None, measured));
+        db.remove().await;
+    }
+
+    crate::progress!("throughput: ceiling again");
+    let second = ceiling::run(&standin, conc, n, bound).await?;
+    crate::progress!("  ceiling: {:.0}/s", second.per_second());
+    standin.stop().await;
+
+    let ceiling = (first.per_second() + second.per_second()) / 2.0;
+    let rows = thousands(n as f64);
+    ceiling_line(
+        report,
+        &format!("Ceiling: raw reqwest, {conc} in flight, no DB (before)"),
+        &first,
+    );
+    ceiling_line(
+        report,
+        &format!("Ceiling: raw reqwest, {conc} in flight, no DB (after)"),
+        &second,
+    );
+    let spread = (first.per_second() - second.per_second()).abs() / ceiling * 100.0;
+    report.info(
+        "Ceiling used for ratios (mean of both)",
+        format!("{}/s (before/after differ by {spread:.1} %)", thousands(ceiling)),
+    );
+    for run in &runs {
+        let label = format!("Daemon, {}, {rows} rows, batch {}", run.name, run.batch);
+        match &run.measured {
+            Ok(m) => daemon_lines(report, &label, m, ceiling, run.goal),
+            Err(e) => report.add(
+                label,
+                format!("run failed: {e:#}"),
+                run.goal.map_or("—".into(), |g| format!("ratio ≥ {g}")),
+                crate::report::Verdict::Fail,
+            ),
+        }
+    }
+    for run in &runs {
+        let Ok(m) = &run.measured else { continue };
+        let name = format!("{}, batch {}", run.name, run.batch);
+        if run.batch != batch {
+            report.info(
+                format!("Peak RSS and CPU, daemon, {name}, {rows} rows"),
+                format!("{} (CPU {:.3} s per 10,000)", rss_value(m), m.cpu_per_10k()),
+            );
+            continue;
+        }
+        report.info(
+            format!("Seeding {rows} rows via Store::enqueue, {}", run.name),
+            format!(
+                "{} ({}/s)",
+                secs(m.seed_time),
+                thousands(n as f64 / m.seed_time.as_secs_f64())
+            ),
+        );
+        report.info(
+            format!("CPU user+sys per 10,000 deletions, daemon, {name}"),
+            format!(
+                "{:.3} s (user {}, sys {} for {rows})",
+                m.cpu_per_10k(),
+                secs(m.run.user),
+                secs(m.run.sys)
+            ),
+        );
+        if m.postgres_cpu > Duration::ZERO {
+            report.info(
+                format!("CPU user+sys per 10,000 deletions, PostgreSQL server, {name}"),
+                format!(
+                    "{:.3} s ({} for {rows})",
+                    m.postgres_cpu.as_secs_f64() * 10_000.0 / m.status.count(State::Deleted).max(1) as f64,
+                    secs(m.postgres_cpu)
+                ),
+            );
+        }
+        report.info(format!("Peak RSS, daemon, {name}, {rows} rows"), rss_value(m));
+        report.info(
+            format!("Start: spawn → first request, run --once, {name}, {rows} rows"),
+            ms(m.run.first_request),
+        );
+    }
+    let raw_cpu = (first.cpu + second.cpu).as_secs_f64() * 10_000.0 / (first.requests + second.requests) as f64;
+    report.info(
+        "CPU user+sys per 10,000 requests, raw client (bench process, reference)",
+        format!("{raw_cpu:.3} s"),
+    );
+    Ok(())
+}
