@@ -36,6 +36,8 @@ use crate::systemd::Watchdog;
 const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(10);
 /// Longest the loop waits without turning (liveness and the systemd watchdog see each turn).
 const TICK: Duration = Duration::from_secs(1);
+/// Longest wait for more free slots before a claim (see the claim loop).
+const CLAIM_GATHER: Duration = Duration::from_millis(50);
 /// Longest idle nap in `RunMode::UntilDone`.
 const UNTIL_DONE_NAP: Duration = Duration::from_millis(250);
 
@@ -162,11 +164,19 @@ impl Reaper {
                     break;
                 }
             }
+            // Gather a worthwhile batch first: when the rate limit sets the pace, slots free up one
+            // at a time, and claiming each alone cost a claim transaction per deletion.
             let mut slots_held = vec![first];
+            let worthwhile = (batch_size.min(worker.concurrency) / 4).max(1);
+            let gather_until = Instant::now() + CLAIM_GATHER;
             while slots_held.len() < batch_size {
                 match slots.clone().try_acquire_owned() {
                     Ok(slot) => slots_held.push(slot),
-                    Err(_) => break,
+                    Err(_) if slots_held.len() >= worthwhile => break,
+                    Err(_) => match tokio::time::timeout_at(gather_until, slots.clone().acquire_owned()).await {
+                        Ok(Ok(slot)) => slots_held.push(slot),
+                        _ => break,
+                    },
                 }
             }
             let now = Utc::now();
