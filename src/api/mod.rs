@@ -99,6 +99,12 @@ impl ApiClient {
                 }
             }
         }
+        // Scrub before classifying: the message is cut to a length there, and a key straddling
+        // the cut would no longer be found whole.
+        let body = match String::from_utf8(body) {
+            Ok(text) => self.scrub(text).into_bytes(),
+            Err(raw) => raw.into_bytes(),
+        };
         let mut answer = classify(status, &body, retry_after);
         answer.message = answer.message.map(|m| self.scrub(m));
         answer

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::config::Config;
+use crate::config::{Config, MAX_DURATION};
 use crate::store::{Requeue, chrono_duration};
 use crate::worker::PRUNE_BATCH;
 
@@ -17,6 +17,11 @@ pub async fn requeue(config: &Config, failed: bool, ids: &[String]) -> anyhow::R
 }
 
 pub async fn prune(config: &Config, older_than: Duration) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        older_than <= MAX_DURATION,
+        "--older-than must be at most {}",
+        humantime::format_duration(MAX_DURATION)
+    );
     let store = super::open_store(config).await?;
     let cutoff = Utc::now() - chrono_duration(older_than);
     let mut pruned = 0;

@@ -45,6 +45,8 @@ const DEFAULT_KEY_PAUSE: Duration = Duration::from_secs(60);
 /// Shorter than systemd's default stop timeout (90 s) and Kubernetes' grace period (30 s).
 const DEFAULT_GRACE: Duration = Duration::from_secs(20);
 const DEFAULT_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
+/// Longest duration any setting accepts; beyond it time arithmetic would overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
 /// Most ids we ever send in one claim; bigger batches only hold leases longer.
 const MAX_BATCH_SIZE: u32 = 10_000;
 const MAX_CONCURRENCY: u128 = 4096;
@@ -472,6 +474,17 @@ fn duration(v: &Value) -> Result<Duration, String> {
             Err(format!("expected a duration with a unit, like \"{}s\"", s.trim()))
         }
         Value::String(_, s) => humantime::parse_duration(s.trim())
+            .map_err(|e| e.to_string())
+            .and_then(|d| {
+                if d > MAX_DURATION {
+                    Err(format!(
+                        "longer than the longest allowed, {}",
+                        humantime::format_duration(MAX_DURATION)
+                    ))
+                } else {
+                    Ok(d)
+                }
+            })
             .map_err(|e| format!("expected a duration like 30s, 200ms or 15m, found {s:?} ({e})")),
         Value::Num(..) => Err(format!("expected a duration with a unit, like \"{}s\"", text(v)?)),
         other => Err(format!("expected a duration like \"30s\", found {}", kind(other))),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::Url;
 use secrecy::SecretString;
 
-pub use load::{ConfigErrors, Sources, load};
+pub use load::{ConfigErrors, MAX_DURATION, Sources, load};
 
 /// Exit code for bad configuration (sysexits `EX_CONFIG`); systemd is told not to restart on it.
 pub const EXIT_CONFIG: i32 = 78;

@@ -112,7 +112,9 @@ impl PgStore {
     /// Locks: the rows written, each only while `owner` still holds its lease (a takeover
     /// never gets overwritten by the replica it rescued from).
     pub async fn write_outcomes(&self, owner: &str, outcomes: &[OutcomeWrite]) -> anyhow::Result<u64> {
-        let (finished, released) = super::split_outcomes(outcomes);
+        let (mut finished, released) = super::split_outcomes(outcomes);
+        // Rows locked in id order, as claims lock them, so two writers never deadlock.
+        finished.sort_unstable_by_key(|f| f.id);
         let mut tx = self.pool.begin().await.context("Failed to begin an outcome batch")?;
         let mut written = 0;
         for chunk in finished.chunks(OUTCOME_CHUNK) {
@@ -235,12 +237,13 @@ impl PgStore {
     /// lease runs out (a crashed replica's rows).
     async fn earliest_due(&self, stale_after: Duration, leases: bool) -> anyhow::Result<Option<DateTime<Utc>>> {
         sqlx::query_scalar(
-            "SELECT MIN(CASE
-                          WHEN $2 AND lease_owner IS NOT NULL THEN lease_expires_at
-                          WHEN state = 'retrying' THEN next_attempt_at
-                          ELSE LEAST(delete_after, last_activity_at + $1) END)
-               FROM reaper_sessions
-              WHERE state IN ('pending', 'retrying')",
+            "SELECT MIN(CASE WHEN $2 AND lease_owner IS NOT NULL THEN GREATEST(lease_expires_at, due) ELSE due END)
+               FROM (SELECT lease_owner, lease_expires_at,
+                            CASE state
+                              WHEN 'retrying' THEN next_attempt_at
+                              ELSE LEAST(delete_after, last_activity_at + $1) END AS due
+                       FROM reaper_sessions
+                      WHERE state IN ('pending', 'retrying')) open_rows",
         )
         .bind(chrono_duration(stale_after))
         .bind(leases)

@@ -269,12 +269,15 @@ impl SqliteStore {
         let stale_ms = i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX / 2);
         let due: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(CASE
-                          WHEN ?2 = 1 AND lease_owner IS NOT NULL THEN lease_expires_at
-                          WHEN state = 'retrying' THEN next_attempt_at
-                          ELSE MIN(IFNULL(delete_after, 9000000000000000000),
-                                   IFNULL(last_activity_at + ?1, 9000000000000000000)) END)
-               FROM reaper_sessions
-              WHERE state IN ('pending', 'retrying')",
+                          WHEN ?2 = 1 AND lease_owner IS NOT NULL THEN MAX(lease_expires_at, due)
+                          ELSE due END)
+               FROM (SELECT lease_owner, lease_expires_at,
+                            CASE state
+                              WHEN 'retrying' THEN next_attempt_at
+                              ELSE MIN(IFNULL(delete_after, 9000000000000000000),
+                                       IFNULL(last_activity_at + ?1, 9000000000000000000)) END AS due
+                       FROM reaper_sessions
+                      WHERE state IN ('pending', 'retrying'))",
         )
         .bind(stale_ms)
         .bind(i32::from(leases))

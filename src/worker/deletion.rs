@@ -141,9 +141,14 @@ impl Deleter {
                 span.record("api_code", code);
             }
             if pass == Pass::Probe {
-                tracing::info!("the API answers again; resuming all workers");
-                self.metrics.set_key_rejected(false);
-                self.gate.probe_succeeded();
+                if answer.http_status.is_some() {
+                    tracing::info!("the API answers again; resuming all workers");
+                    self.metrics.set_key_rejected(false);
+                    self.gate.probe_succeeded();
+                } else {
+                    // No answer says nothing about the key or the quota: the next worker probes.
+                    self.gate.probe_abandoned();
+                }
             }
             return self.conclude(row, answer, attempted_at);
         }

@@ -36,6 +36,8 @@ use crate::systemd::Watchdog;
 const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(10);
 /// Longest the loop waits without turning (liveness and the systemd watchdog see each turn).
 const TICK: Duration = Duration::from_secs(1);
+/// The writer's last chance at shutdown, even when the grace is spent.
+const WRITER_FLOOR: Duration = Duration::from_secs(1);
 /// Longest wait for more free slots before a claim (see the claim loop).
 const CLAIM_GATHER: Duration = Duration::from_millis(50);
 /// Longest idle nap in `RunMode::UntilDone`.
@@ -137,6 +139,9 @@ impl Reaper {
         let mut tasks = JoinSet::new();
         let mut outage: Option<Duration> = None;
         let mut idle = mode == RunMode::Daemon;
+        // The last claim found nothing although a row looked due (e.g. one only its own lease
+        // holds): wait at least a tick before asking again instead of spinning.
+        let mut claimed_nothing = false;
         tracing::info!(owner = %self.owner, backend = self.store.backend(), concurrency = worker.concurrency,
             rate_per_second = self.deleter.limiter.rate(), ?mode, "reaper started");
 
@@ -152,7 +157,7 @@ impl Reaper {
                 worker.poll_interval
             };
             if idle {
-                match self.due_now(nap, &shutdown).await {
+                match self.due_now(nap, claimed_nothing, &shutdown).await {
                     Some(true) => {}
                     Some(false) => continue,
                     None => break,
@@ -212,6 +217,7 @@ impl Reaper {
                 tracing::info!("database is back: claiming resumes");
             }
             let full = rows.len() == slots_held.len();
+            claimed_nothing = rows.is_empty();
             idle = false;
             for (row, slot) in rows.into_iter().zip(slots_held.drain(..)) {
                 if row.taken_over {
@@ -242,7 +248,11 @@ impl Reaper {
             match mode {
                 RunMode::Daemon => idle = true,
                 RunMode::Once | RunMode::UntilDone if !tasks.is_empty() => {
-                    tokio::select! { _ = tasks.join_next() => {}, _ = shutdown.cancelled() => break }
+                    tokio::select! {
+                        _ = tasks.join_next() => {}
+                        _ = tokio::time::sleep(TICK) => self.tick(),
+                        _ = shutdown.cancelled() => break,
+                    }
                 }
                 RunMode::Once => break,
                 RunMode::UntilDone => match self.store.status(Utc::now(), worker.stale_after).await {
@@ -259,7 +269,9 @@ impl Reaper {
                 "shutting down: no new claims; letting requests in flight finish"
             );
         }
+        // One deadline for everything: requests in flight, then the writer, within `shutdown.grace`.
         let grace = self.config.shutdown.grace;
+        let deadline = Instant::now() + grace;
         let (abandon, give_up_writes) = (stop.in_flight.clone(), give_up.clone());
         let grace_timer = tokio::spawn(async move {
             tokio::time::sleep(grace).await;
@@ -268,15 +280,21 @@ impl Reaper {
             abandon.cancel();
             give_up_writes.cancel();
         });
-        while tasks.join_next().await.is_some() {}
-        grace_timer.abort();
+        loop {
+            tokio::select! {
+                joined = tasks.join_next() => if joined.is_none() { break },
+                _ = tokio::time::sleep(TICK) => self.tick(),
+            }
+        }
         drop(outcomes);
-        // The outcomes of finished requests get one more grace to reach the database.
+        // What the writer still holds gets the rest of the grace (at least a moment).
         let mut writer = writer;
-        if tokio::time::timeout(grace, &mut writer).await.is_err() {
+        let remaining = deadline.saturating_duration_since(Instant::now()).max(WRITER_FLOOR);
+        if tokio::time::timeout(remaining, &mut writer).await.is_err() {
             give_up.cancel();
             writer.await.ok();
         }
+        grace_timer.abort();
         background.cancel();
         heartbeat.await.ok();
         housekeeping.await.ok();
@@ -323,7 +341,7 @@ impl Reaper {
     /// One query for the earliest due row: `Some(true)` if something is due now, otherwise a nap
     /// until it is due (at most `poll`) and `Some(false)`; `None` when shutdown came first. An idle
     /// daemon thus makes one query per poll interval and no claim at all.
-    async fn due_now(&self, poll: Duration, shutdown: &CancellationToken) -> Option<bool> {
+    async fn due_now(&self, poll: Duration, claimed_nothing: bool, shutdown: &CancellationToken) -> Option<bool> {
         let next = self.store.next_due(self.config.worker.stale_after).await;
         self.metrics.database_result(&next);
         let wait = match next {
@@ -333,6 +351,11 @@ impl Reaper {
                 tracing::warn!(error = format!("{e:#}"), "could not look up the next due session");
                 poll
             }
+        };
+        let wait = if claimed_nothing {
+            wait.max(TICK.min(poll))
+        } else {
+            wait
         };
         if wait.is_zero() {
             return (!shutdown.is_cancelled()).then_some(true);

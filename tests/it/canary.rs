@@ -136,6 +136,5 @@ async fn the_apikey_appears_in_no_log_error_output_or_column() {
     }
     assert_clean("logs and command output", &seen);
     let rows = format!("{:?}", db.store.rows().await.unwrap());
-    assert!(rows.contains("Invalid API Key") || !rows.is_empty());
     assert_clean("the database", &rows);
 }

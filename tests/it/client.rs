@@ -188,3 +188,13 @@ async fn an_error_message_that_echoes_the_key_is_scrubbed() {
     let answer = answer_to(json(400, &body)).await;
     assert_eq!(answer.message.as_deref(), Some("Invalid API Key [redacted]"));
 }
+
+#[tokio::test]
+async fn a_key_echoed_across_the_message_length_cut_is_still_scrubbed() {
+    // The message is cut to 200 characters; the key straddles the cut.
+    let body = format!(r#"{{"code": "1846", "message": "{}{APIKEY}"}}"#, "x".repeat(190));
+    let answer = answer_to(json(400, &body)).await;
+    let message = answer.message.unwrap();
+    assert!(!message.contains(&APIKEY[..6]), "{message}");
+    assert!(message.starts_with(&"x".repeat(190)), "{message}");
+}

@@ -339,3 +339,19 @@ async fn a_daemon_never_reclaims_its_own_expired_lease() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn a_leased_row_is_next_due_at_the_later_of_its_lease_and_its_own_due_time() {
+    for db in backends().await {
+        // A replica died holding a session whose user then came back: the lease runs out long
+        // before the session is stale again, and the idle loop must not spin on it meanwhile.
+        let store = &db.store;
+        store.touch("back1", t0()).await.unwrap();
+        let stale = t0() + chrono::Duration::minutes(30);
+        assert_eq!(store.claim(&claim_at("crashed", stale, 1)).await.unwrap().len(), 1);
+        store.touch("back1", stale).await.unwrap();
+        let next = store.next_due(STALE_AFTER).await.unwrap();
+        assert_eq!(next, Some(stale + chrono::Duration::minutes(30)), "{}", db.name());
+        db.cleanup().await;
+    }
+}
