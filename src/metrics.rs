@@ -34,6 +34,9 @@ pub struct Metrics {
     registry: Registry,
     deletions: Family<Labels, Counter>,
     answers: Family<Labels, Counter>,
+    /// The family members above, resolved once: no label lookup on the per-deletion path.
+    deletion_counters: [Counter; 6],
+    answer_counters: [Counter; 8],
     pauses: Family<Labels, Counter>,
     latency: Histogram,
     requests: Counter,
@@ -66,9 +69,16 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("session_reaper");
+        let deletions: Family<Labels, Counter> = Family::default();
+        let answers: Family<Labels, Counter> = Family::default();
+        let deletion_counters =
+            DeletionOutcome::ALL.map(|outcome| deletions.get_or_create(&vec![("outcome", outcome.as_str())]).clone());
+        let answer_counters = ANSWER_CLASSES.map(|class| answers.get_or_create(&vec![("class", class)]).clone());
         let m = Self {
-            deletions: Family::default(),
-            answers: Family::default(),
+            deletions,
+            answers,
+            deletion_counters,
+            answer_counters,
             pauses: Family::default(),
             // 5 ms to about 40 s.
             latency: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
@@ -152,12 +162,6 @@ impl Metrics {
             "Replicas with a fresh heartbeat",
             m.live_instances.clone(),
         );
-        for outcome in DeletionOutcome::ALL {
-            let _ = m.deletions.get_or_create(&vec![("outcome", outcome.as_str())]);
-        }
-        for class in ANSWER_CLASSES {
-            let _ = m.answers.get_or_create(&vec![("class", class)]);
-        }
         for reason in PAUSE_REASONS {
             let _ = m.pauses.get_or_create(&vec![("reason", reason)]);
         }
@@ -172,7 +176,7 @@ impl Metrics {
     }
 
     pub fn deletion(&self, outcome: DeletionOutcome) {
-        self.deletions.get_or_create(&vec![("outcome", outcome.as_str())]).inc();
+        self.deletion_counter(outcome).inc();
         // Every outcome but these two came from an answer that was charged to the row.
         if !matches!(outcome, DeletionOutcome::Invalid | DeletionOutcome::Released) {
             self.attempts.inc();
@@ -182,7 +186,10 @@ impl Metrics {
     /// One answer (or its absence) of class `class`, after `latency`.
     pub fn answer(&self, class: &'static str, latency: Duration) {
         self.requests.inc();
-        self.answers.get_or_create(&vec![("class", class)]).inc();
+        match ANSWER_CLASSES.iter().position(|c| *c == class) {
+            Some(i) => self.answer_counters[i].inc(),
+            None => self.answers.get_or_create(&vec![("class", class)]).inc(),
+        };
         self.latency.observe(latency.as_secs_f64());
     }
 
@@ -260,8 +267,13 @@ impl Metrics {
         }
     }
 
+    fn deletion_counter(&self, outcome: DeletionOutcome) -> &Counter {
+        let i = DeletionOutcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        &self.deletion_counters[i]
+    }
+
     fn deletions_of(&self, outcome: DeletionOutcome) -> u64 {
-        self.deletions.get_or_create(&vec![("outcome", outcome.as_str())]).get()
+        self.deletion_counter(outcome).get()
     }
 
     /// Counts per outcome, for the summary line and the instances table.
