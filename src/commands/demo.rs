@@ -61,6 +61,7 @@ pub async fn demo(mut config: Config, database: &Path, sessions: usize) -> anyho
         .run(RunMode::UntilDone, shutdown)
         .await?;
     print_status(&store, stale_after).await?;
+    store.close().await;
     let stats = standin.state.stats();
     println!(
         "stand-in: {} requests, {} off the contract path",

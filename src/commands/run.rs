@@ -29,8 +29,11 @@ pub async fn run(config: Config, once: bool) -> anyhow::Result<()> {
     };
     crate::systemd::notify_ready();
     let mode = if once { RunMode::Once } else { RunMode::Daemon };
-    let result = Reaper::new(config, store, api, metrics).run(mode, shutdown).await;
+    let result = Reaper::new(config, store.clone(), api, metrics)
+        .run(mode, shutdown)
+        .await;
     listener_stop.cancel();
+    store.close().await;
     result
 }
 

@@ -150,14 +150,14 @@ impl Reaper {
             let Some(first) = self.acquire(&slots, &shutdown).await else {
                 break;
             };
-            // `demo` waits only for its own retries, which are seconds apart.
-            let nap = if mode == RunMode::UntilDone {
-                UNTIL_DONE_NAP
-            } else {
-                worker.poll_interval
-            };
-            if idle {
-                match self.due_now(nap, claimed_nothing, &shutdown).await {
+            if idle && mode == RunMode::UntilDone {
+                // `demo` waits only for its own retries, seconds apart, then claims to find out
+                // whether anything is left (the status check below ends the run).
+                if !self.nap_until(Instant::now() + UNTIL_DONE_NAP, &shutdown).await {
+                    break;
+                }
+            } else if idle {
+                match self.due_now(worker.poll_interval, claimed_nothing, &shutdown).await {
                     Some(true) => {}
                     Some(false) => continue,
                     None => break,
@@ -300,7 +300,6 @@ impl Reaper {
         housekeeping.await.ok();
         let ran_for = (Utc::now() - started).to_std().unwrap_or_default();
         self.metrics.log_summary(0, ran_for.as_secs_f64());
-        self.store.close().await;
         tracing::info!("reaper stopped");
         Ok(())
     }

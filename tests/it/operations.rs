@@ -356,3 +356,32 @@ async fn enqueue_inserts_valid_ids_once_and_reports_malformed_lines() {
         .collect();
     assert_eq!(ids, ["abc123", "d26aa7b8029bf4f8d34c7dd0013"]);
 }
+
+#[tokio::test]
+async fn the_readme_demo_runs_every_kind_of_session_to_a_final_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("demo.db").display().to_string();
+    let demo = Daemon::start(&mut daemon(&["demo", "--database", &database, "--sessions", "60"], &[]));
+    let output = tokio::time::timeout(Duration::from_secs(60), demo.finish())
+        .await
+        .expect("demo finished within 60 s");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output));
+    for line in [
+        "pending    0",
+        "retrying   0",
+        "in flight  0",
+        "0 off the contract path",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
+    }
+    for state in ["deleted", "gone", "failed", "invalid"] {
+        let count: i64 = stdout
+            .lines()
+            .find(|l| l.starts_with(state))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(count > 0, "no {state} sessions in the demo:\n{stdout}");
+    }
+}
