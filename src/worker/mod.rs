@@ -343,22 +343,28 @@ impl Reaper {
     async fn due_now(&self, poll: Duration, claimed_nothing: bool, shutdown: &CancellationToken) -> Option<bool> {
         let next = self.store.next_due(self.config.worker.stale_after).await;
         self.metrics.database_result(&next);
-        let wait = match next {
-            Ok(Some(due)) => (due - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(poll),
-            Ok(None) => poll,
+        let due_in = match next {
+            Ok(Some(due)) => Some((due - Utc::now()).to_std().unwrap_or(Duration::ZERO)),
+            Ok(None) => None,
             Err(e) => {
                 tracing::warn!(error = format!("{e:#}"), "could not look up the next due session");
-                poll
+                None
             }
         };
-        let wait = if claimed_nothing {
-            wait.max(TICK.min(poll))
+        // After a claim that found nothing, wait at least a tick before the next one.
+        let floor = if claimed_nothing {
+            TICK.min(poll)
         } else {
-            wait
+            Duration::ZERO
+        };
+        let (wait, due) = match due_in {
+            // Due within this nap: sleep until then (at least the floor), then claim.
+            Some(due_in) if due_in <= poll => (due_in.max(floor), true),
+            _ => (poll, false),
         };
         if wait.is_zero() {
-            return (!shutdown.is_cancelled()).then_some(true);
+            return (!shutdown.is_cancelled()).then_some(due);
         }
-        self.nap_until(Instant::now() + wait, shutdown).await.then_some(false)
+        self.nap_until(Instant::now() + wait, shutdown).await.then_some(due)
     }
 }
