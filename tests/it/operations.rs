@@ -385,3 +385,52 @@ async fn the_readme_demo_runs_every_kind_of_session_to_a_final_state() {
         assert!(count > 0, "no {state} sessions in the demo:\n{stdout}");
     }
 }
+
+#[tokio::test]
+async fn a_daemon_whose_last_claim_found_nothing_still_claims_new_rows() {
+    // Arrange: a row that looks due but that this daemon may not claim (its own expired lease),
+    // so a claim comes back empty; then real work arrives.
+    let db = TestDb::sqlite().await;
+    let api = standin().await;
+    let env = daemon_env(&db.url, &api.base_url(), APIKEY);
+    let child = spawn(&mut daemon(&["run"], &env));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let owner = loop {
+        if let Some(instance) = db.store.instances().await.unwrap().first() {
+            break instance.beat.instance_id.clone();
+        }
+        assert!(Instant::now() < deadline, "the daemon never registered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    db.store.enqueue(&["ghost1".into()], Utc::now()).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    sqlx::query("UPDATE reaper_sessions SET lease_owner = ?1, lease_expires_at = 0 WHERE session_id = 'ghost1'")
+        .bind(&owner)
+        .execute(&pool)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Act
+    db.store
+        .enqueue(&["late1".into(), "late2".into()], Utc::now())
+        .await
+        .unwrap();
+
+    // Assert
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while api.state.count_for("late1") + api.state.count_for("late2") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "rows enqueued after an empty claim were never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        api.state.count_for("ghost1"),
+        0,
+        "a row under the daemon's own expired lease was sent"
+    );
+    sigterm(&child);
+    assert!(finish(child).await.status.success());
+}
