@@ -146,6 +146,9 @@ pub struct InstanceBeat {
     pub counts: [i64; 6],
 }
 
+/// The count columns of `reaper_instances`, in the order of `InstanceBeat::counts`.
+const INSTANCE_COUNT_COLUMNS: [&str; 6] = ["deleted", "gone", "failed", "invalid", "retry_scheduled", "released"];
+
 /// A row of `reaper_instances`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceRow {

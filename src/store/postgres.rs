@@ -368,8 +368,7 @@ impl PgStore {
                     started_at: row.get("started_at"),
                     in_flight: row.get("in_flight"),
                     rate_limit: row.get("rate_limit"),
-                    counts: ["deleted", "gone", "failed", "invalid", "retry_scheduled", "released"]
-                        .map(|column| row.get(column)),
+                    counts: super::INSTANCE_COUNT_COLUMNS.map(|column| row.get(column)),
                 },
                 heartbeat_at: row.get("heartbeat_at"),
             })

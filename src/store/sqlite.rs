@@ -408,8 +408,7 @@ impl SqliteStore {
                     started_at: from_ms(row.get("started_at")),
                     in_flight: row.get("in_flight"),
                     rate_limit: row.get("rate_limit"),
-                    counts: ["deleted", "gone", "failed", "invalid", "retry_scheduled", "released"]
-                        .map(|column| row.get(column)),
+                    counts: super::INSTANCE_COUNT_COLUMNS.map(|column| row.get(column)),
                 },
                 heartbeat_at: from_ms(row.get("heartbeat_at")),
             })

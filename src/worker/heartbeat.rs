@@ -23,6 +23,8 @@ const FORGET_AFTER_LEASES: u32 = 10;
 pub struct Heartbeat {
     pub store: Store,
     pub owner: String,
+    /// Read once at start: the host name does not change while we run.
+    pub host: String,
     pub started_at: DateTime<Utc>,
     pub worker: WorkerConfig,
     pub deleter: Arc<Deleter>,
@@ -70,7 +72,7 @@ impl Heartbeat {
     fn instance(&self) -> InstanceBeat {
         InstanceBeat {
             instance_id: self.owner.clone(),
-            host: hostname(),
+            host: self.host.clone(),
             pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at: self.started_at,
@@ -101,7 +103,7 @@ impl Heartbeat {
     }
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .or_else(|_| std::env::var("HOSTNAME"))

@@ -89,10 +89,6 @@ impl Reaper {
         }
     }
 
-    pub fn owner(&self) -> &str {
-        &self.owner
-    }
-
     /// Runs until `mode` is satisfied or `shutdown` fires; then lets requests in flight finish
     /// within `shutdown.grace`, writes every outcome and releases rows never started.
     pub async fn run(self, mode: RunMode, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -115,6 +111,7 @@ impl Reaper {
         let heartbeat = heartbeat::Heartbeat {
             store: self.store.clone(),
             owner: self.owner.clone(),
+            host: heartbeat::hostname(),
             started_at: started,
             worker: worker.clone(),
             deleter: self.deleter.clone(),
