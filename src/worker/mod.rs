@@ -14,8 +14,9 @@ mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +30,7 @@ pub use limiter::Limiter;
 use crate::api::ApiClient;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::{ClaimRequest, Store};
+use crate::store::{ClaimRequest, ClaimedRow, OutcomeWrite, Store};
 use crate::systemd::Watchdog;
 
 /// How long the run waits after a failed claim before trying again, at most.
@@ -38,8 +39,6 @@ const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_secs(1);
 /// The writer's last chance at shutdown, even when the grace is spent.
 const WRITER_FLOOR: Duration = Duration::from_secs(1);
-/// Longest wait for more free slots before a claim (see the claim loop).
-const CLAIM_GATHER: Duration = Duration::from_millis(50);
 /// Longest idle nap in `RunMode::UntilDone`.
 const UNTIL_DONE_NAP: Duration = Duration::from_millis(250);
 
@@ -92,6 +91,14 @@ impl Reaper {
     /// Runs until `mode` is satisfied or `shutdown` fires; then lets requests in flight finish
     /// within `shutdown.grace`, writes every outcome and releases rows never started.
     pub async fn run(self, mode: RunMode, shutdown: CancellationToken) -> anyhow::Result<()> {
+        // On a runtime worker thread, not the thread that called `block_on`: each wake-up of the
+        // feeder would otherwise be a hand-over between threads.
+        tokio::spawn(self.run_here(mode, shutdown))
+            .await
+            .context("The work loop panicked")?
+    }
+
+    async fn run_here(self, mode: RunMode, shutdown: CancellationToken) -> anyhow::Result<()> {
         let worker = &self.config.worker;
         let batch_size = worker.batch_size as usize;
         let stop = Stop {
@@ -132,132 +139,31 @@ impl Reaper {
         };
         let housekeeping = tokio::spawn(housekeeping.run(background.clone()));
 
-        let slots = Arc::new(Semaphore::new(worker.concurrency));
-        let mut tasks = JoinSet::new();
-        let mut outage: Option<Duration> = None;
-        let mut idle = mode == RunMode::Daemon;
-        // The last claim found nothing although a row looked due (e.g. one only its own lease
-        // holds): wait at least a tick before asking again instead of spinning.
-        let mut claimed_nothing = false;
-        tracing::info!(owner = %self.owner, backend = self.store.backend(), concurrency = worker.concurrency,
-            rate_per_second = self.deleter.limiter.rate(), ?mode, "reaper started");
-
-        loop {
-            while tasks.try_join_next().is_some() {}
-            let Some(first) = self.acquire(&slots, &shutdown).await else {
-                break;
-            };
-            if idle && mode == RunMode::UntilDone {
-                // `demo` waits only for its own retries, seconds apart, then claims to find out
-                // whether anything is left (the status check below ends the run).
-                if !self.nap_until(Instant::now() + UNTIL_DONE_NAP, &shutdown).await {
-                    break;
-                }
-            } else if idle {
-                match self.due_now(worker.poll_interval, claimed_nothing, &shutdown).await {
-                    Some(true) => {}
-                    Some(false) => continue,
-                    None => break,
-                }
-            }
-            if let Some(until) = self.deleter.gate.closed_until() {
-                // No point leasing rows the pool may not send yet.
-                if !self.nap_until(until, &shutdown).await {
-                    break;
-                }
-            }
-            // Gather a worthwhile batch first: when the rate limit sets the pace, slots free up one
-            // at a time, and claiming each alone cost a claim transaction per deletion.
-            let mut slots_held = vec![first];
-            let worthwhile = (batch_size.min(worker.concurrency) / 4).max(1);
-            let gather_until = Instant::now() + CLAIM_GATHER;
-            while slots_held.len() < batch_size {
-                match slots.clone().try_acquire_owned() {
-                    Ok(slot) => slots_held.push(slot),
-                    Err(_) if slots_held.len() >= worthwhile => break,
-                    Err(_) => match tokio::time::timeout_at(gather_until, slots.clone().acquire_owned()).await {
-                        Ok(Ok(slot)) => slots_held.push(slot),
-                        _ => break,
-                    },
-                }
-            }
-            let now = Utc::now();
-            let request = ClaimRequest {
-                owner: &self.owner,
-                now,
-                lease: worker.lease,
-                due_by: if mode == RunMode::Once { started } else { now },
-                stale_after: worker.stale_after,
-                limit: slots_held.len() as u32,
-            };
-            let claimed = self.store.claim(&request).await;
-            self.metrics.database_result(&claimed);
-            let rows = match claimed {
-                Ok(rows) => rows,
-                Err(e) => {
-                    let wait = outage.map_or(Duration::from_millis(200), |w| (w * 2).min(MAX_CLAIM_BACKOFF));
-                    if outage.is_none() {
-                        tracing::error!(
-                            error = format!("{e:#}"),
-                            "database unavailable: claiming stops until it is back"
-                        );
-                    }
-                    outage = Some(wait);
-                    drop(slots_held);
-                    if !self.nap_until(Instant::now() + wait, &shutdown).await {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            if outage.take().is_some() {
-                tracing::info!("database is back: claiming resumes");
-            }
-            let full = rows.len() == slots_held.len();
-            claimed_nothing = rows.is_empty();
-            idle = false;
-            for (row, slot) in rows.into_iter().zip(slots_held.drain(..)) {
-                if row.taken_over {
-                    self.metrics.takeover();
-                }
-                let (deleter, stop, outcomes, metrics) = (
-                    self.deleter.clone(),
-                    stop.clone(),
-                    outcomes.clone(),
-                    self.metrics.clone(),
-                );
-                metrics.in_flight(1);
-                tasks.spawn(async move {
-                    let (_, write) = deleter.delete(&row, &stop).await;
-                    // The writer outlives every task: it stops only when all senders are gone.
-                    // The slot is held until the writer has the outcome, which bounds what a
-                    // crash can lose to the pool plus the writer's queue.
-                    let _ = outcomes.send(write).await;
-                    drop(slot);
-                    metrics.in_flight(-1);
-                });
-            }
-            drop(slots_held);
-            if full {
-                continue;
-            }
-            // Nothing (more) due now.
-            match mode {
-                RunMode::Daemon => idle = true,
-                RunMode::Once | RunMode::UntilDone if !tasks.is_empty() => {
-                    tokio::select! {
-                        _ = tasks.join_next() => {}
-                        _ = tokio::time::sleep(TICK) => self.tick(),
-                        _ = shutdown.cancelled() => break,
-                    }
-                }
-                RunMode::Once => break,
-                RunMode::UntilDone => match self.store.status(Utc::now(), worker.stale_after).await {
-                    Ok(status) if status.open() == 0 => break,
-                    _ => idle = true,
+        // Claimed rows wait in a short queue that the workers take from; the feeder tops it up a
+        // whole batch at a time, so one claim serves many deletions.
+        let ahead = ahead_capacity(worker.batch_size, worker.rate_per_second);
+        let (queue, taken) = flume::bounded::<ClaimedRow>(ahead);
+        let refill = Arc::new(Notify::new());
+        let mut workers = JoinSet::new();
+        for _ in 0..worker.concurrency {
+            workers.spawn(work(
+                taken.clone(),
+                Refill {
+                    notify: refill.clone(),
+                    below: ahead / 2,
                 },
-            }
+                self.deleter.clone(),
+                stop.clone(),
+                outcomes.clone(),
+                self.metrics.clone(),
+            ));
         }
+        drop(taken);
+        tracing::info!(owner = %self.owner, backend = self.store.backend(), concurrency = worker.concurrency,
+            rate_per_second = self.deleter.limiter.rate(), claim_ahead = ahead, ?mode, "reaper started");
+        self.feed(&queue, &refill, mode, started, &shutdown).await;
+        // Workers drain what is queued (after shutdown, by releasing it) and stop.
+        drop(queue);
 
         if shutdown.is_cancelled() {
             tracing::info!(
@@ -279,7 +185,7 @@ impl Reaper {
         });
         loop {
             tokio::select! {
-                joined = tasks.join_next() => if joined.is_none() { break },
+                joined = workers.join_next() => if joined.is_none() { break },
                 _ = tokio::time::sleep(TICK) => self.tick(),
             }
         }
@@ -307,13 +213,134 @@ impl Reaper {
         self.watchdog.pet();
     }
 
-    /// A free worker slot; `None` on shutdown. Turns the loop every `TICK` while all are busy.
-    async fn acquire(&self, slots: &Arc<Semaphore>, shutdown: &CancellationToken) -> Option<OwnedSemaphorePermit> {
+    /// Keeps the queue of claimed rows topped up until `mode` is satisfied or shutdown fires.
+    /// A claim waits until the queue is at most half full (or empty), then takes what fits.
+    async fn feed(
+        &self,
+        queue: &flume::Sender<ClaimedRow>,
+        refill: &Notify,
+        mode: RunMode,
+        started: DateTime<Utc>,
+        shutdown: &CancellationToken,
+    ) {
+        let worker = &self.config.worker;
+        let capacity = queue.capacity().unwrap_or(1);
+        let mut outage: Option<Duration> = None;
+        let mut idle = mode == RunMode::Daemon;
+        // The last claim found nothing although a row looked due (e.g. one only its own lease
+        // holds): wait at least a tick before asking again instead of spinning.
+        let mut claimed_nothing = false;
+        loop {
+            if !self.until_room(queue, refill, shutdown).await {
+                return;
+            }
+            if idle && mode == RunMode::UntilDone {
+                // `demo` waits only for its own retries, seconds apart, then claims to find out
+                // whether anything is left (the status check below ends the run).
+                if !self.nap_until(Instant::now() + UNTIL_DONE_NAP, shutdown).await {
+                    return;
+                }
+            } else if idle {
+                match self.due_now(worker.poll_interval, claimed_nothing, shutdown).await {
+                    Some(true) => {}
+                    Some(false) => continue,
+                    None => return,
+                }
+            }
+            if let Some(until) = self.deleter.gate.closed_until() {
+                // No point leasing rows the pool may not send yet.
+                if !self.nap_until(until, shutdown).await {
+                    return;
+                }
+            }
+            let limit = capacity - queue.len();
+            let now = Utc::now();
+            let request = ClaimRequest {
+                owner: &self.owner,
+                now,
+                lease: worker.lease,
+                due_by: if mode == RunMode::Once { started } else { now },
+                stale_after: worker.stale_after,
+                limit: limit as u32,
+            };
+            let claimed = self.store.claim(&request).await;
+            self.metrics.database_result(&claimed);
+            let rows = match claimed {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let wait = outage.map_or(Duration::from_millis(200), |w| (w * 2).min(MAX_CLAIM_BACKOFF));
+                    if outage.is_none() {
+                        tracing::error!(
+                            error = format!("{e:#}"),
+                            "database unavailable: claiming stops until it is back"
+                        );
+                    }
+                    outage = Some(wait);
+                    if !self.nap_until(Instant::now() + wait, shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if outage.take().is_some() {
+                tracing::info!("database is back: claiming resumes");
+            }
+            let full = rows.len() == limit;
+            claimed_nothing = rows.is_empty();
+            idle = false;
+            for row in rows {
+                if row.taken_over {
+                    self.metrics.takeover();
+                }
+                // Only the feeder adds to the queue and it claimed no more than the free room,
+                // so this never waits; it fails only if every worker is gone.
+                if queue.send_async(row).await.is_err() {
+                    return;
+                }
+            }
+            if full {
+                continue;
+            }
+            // Nothing (more) due now.
+            match mode {
+                RunMode::Daemon => idle = true,
+                // Everything due at the start is claimed; later retries wait for the next run.
+                RunMode::Once => return,
+                RunMode::UntilDone if !queue.is_empty() || self.metrics.in_flight_now() > 0 => {
+                    tokio::select! {
+                        _ = refill.notified() => {}
+                        _ = tokio::time::sleep(TICK) => self.tick(),
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+                RunMode::UntilDone => match self.store.status(Utc::now(), worker.stale_after).await {
+                    Ok(status) if status.open() == 0 => return,
+                    _ => idle = true,
+                },
+            }
+        }
+    }
+
+    /// Waits until the queue is at most half full; false on shutdown. Turns the loop every
+    /// `TICK` while the workers are busy.
+    async fn until_room(
+        &self,
+        queue: &flume::Sender<ClaimedRow>,
+        refill: &Notify,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let half = queue.capacity().unwrap_or(1) / 2;
         loop {
             self.tick();
+            if shutdown.is_cancelled() {
+                return false;
+            }
+            if queue.len() <= half {
+                return true;
+            }
             tokio::select! {
-                slot = slots.clone().acquire_owned() => return slot.ok(),
-                _ = shutdown.cancelled() => return None,
+                _ = refill.notified() => {}
+                _ = shutdown.cancelled() => return false,
                 _ = tokio::time::sleep(TICK) => {}
             }
         }
@@ -364,4 +391,40 @@ impl Reaper {
         }
         self.nap_until(Instant::now() + wait, shutdown).await.then_some(due)
     }
+}
+
+/// How many claimed rows may wait for a worker: a batch, but no more than a second's worth of
+/// the rate limit (rows waiting hold leases other replicas could use).
+fn ahead_capacity(batch_size: u32, rate_per_second: u32) -> usize {
+    batch_size.min(rate_per_second).max(1) as usize
+}
+
+/// Wakes the feeder when the queue has drained to `below` rows.
+struct Refill {
+    notify: Arc<Notify>,
+    below: usize,
+}
+
+/// One worker: takes claimed rows one at a time until the queue is closed and empty. It hands
+/// each outcome to the writer before taking the next row, which bounds what a crash can lose
+/// to the workers plus the writer's queue.
+async fn work(
+    taken: flume::Receiver<ClaimedRow>,
+    refill: Refill,
+    deleter: Arc<Deleter>,
+    stop: Stop,
+    outcomes: mpsc::Sender<OutcomeWrite>,
+    metrics: Arc<Metrics>,
+) {
+    while let Ok(row) = taken.recv_async().await {
+        if taken.len() <= refill.below {
+            refill.notify.notify_one();
+        }
+        metrics.in_flight(1);
+        let (_, write) = deleter.delete(&row, &stop).await;
+        // The writer outlives every worker: it stops only when all senders are gone.
+        let _ = outcomes.send(write).await;
+        metrics.in_flight(-1);
+    }
+    refill.notify.notify_one();
 }
