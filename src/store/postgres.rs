@@ -72,15 +72,28 @@ impl PgStore {
     /// Locks: the claimed rows (`FOR UPDATE SKIP LOCKED`), skipping rows other replicas hold.
     pub async fn claim(&self, r: &ClaimRequest<'_>) -> anyhow::Result<Vec<ClaimedRow>> {
         let rows = sqlx::query(
-            "WITH picked AS (
+            "WITH free AS (
+                 -- Free rows, through the index of rows nobody holds.
                  SELECT id, lease_owner AS previous_owner FROM reaper_sessions
-                  WHERE state IN ('pending', 'retrying')
-                    AND (lease_expires_at IS NULL OR (lease_expires_at <= $3 AND lease_owner <> $1))
+                  WHERE state IN ('pending', 'retrying') AND lease_owner IS NULL
                     AND ((state = 'pending' AND (delete_after <= $4 OR last_activity_at <= $5))
                       OR (state = 'retrying' AND next_attempt_at <= $4))
                   ORDER BY id
                   LIMIT $6
-                  FOR UPDATE SKIP LOCKED)
+                  FOR UPDATE SKIP LOCKED),
+             expired AS (
+                 -- Someone else's expired leases (a crashed replica), by a range of expiry.
+                 SELECT id, lease_owner AS previous_owner FROM reaper_sessions
+                  WHERE lease_owner IS NOT NULL AND lease_expires_at <= $3 AND lease_owner <> $1
+                    AND state IN ('pending', 'retrying')
+                    AND ((state = 'pending' AND (delete_after <= $4 OR last_activity_at <= $5))
+                      OR (state = 'retrying' AND next_attempt_at <= $4))
+                  LIMIT $6
+                  FOR UPDATE SKIP LOCKED),
+             picked AS (
+                 SELECT id, previous_owner FROM (SELECT * FROM free UNION ALL SELECT * FROM expired) candidates
+                  ORDER BY id
+                  LIMIT $6)
              UPDATE reaper_sessions r
                 SET lease_owner = $1, lease_expires_at = $2, taken_over_from = picked.previous_owner
                FROM picked
@@ -206,7 +219,8 @@ impl PgStore {
         let row = sqlx::query(
             "SELECT
                (SELECT COUNT(*) FROM reaper_sessions
-                 WHERE state IN ('pending', 'retrying') AND lease_expires_at > $1) AS in_flight,
+                 WHERE lease_owner IS NOT NULL AND lease_expires_at > $1
+                   AND state IN ('pending', 'retrying')) AS in_flight,
                (SELECT MAX(finished_at) FROM reaper_sessions
                  WHERE state IN ('deleted', 'gone')) AS last_success",
         )
@@ -242,8 +256,11 @@ impl PgStore {
                             CASE state
                               WHEN 'retrying' THEN next_attempt_at
                               ELSE LEAST(delete_after, last_activity_at + $1) END AS due
-                       FROM reaper_sessions
-                      WHERE state IN ('pending', 'retrying')) open_rows",
+                       FROM (SELECT * FROM reaper_sessions
+                              WHERE state IN ('pending', 'retrying') AND lease_owner IS NULL
+                             UNION ALL
+                             SELECT * FROM reaper_sessions
+                              WHERE lease_owner IS NOT NULL AND state IN ('pending', 'retrying')) open_rows) due_rows",
         )
         .bind(chrono_duration(stale_after))
         .bind(leases)
@@ -415,11 +432,16 @@ impl PgStore {
     }
 
     pub async fn backlog(&self, stale_after: Duration) -> anyhow::Result<(i64, Option<DateTime<Utc>>)> {
-        let open: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM reaper_sessions WHERE state IN ('pending', 'retrying')")
-                .fetch_one(&self.pool)
-                .await
-                .context("Failed to count open sessions")?;
+        // Open rows are free or leased; each kind has its own partial index.
+        let open: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM reaper_sessions
+                      WHERE state IN ('pending', 'retrying') AND lease_owner IS NULL)
+                  + (SELECT COUNT(*) FROM reaper_sessions
+                      WHERE lease_owner IS NOT NULL AND state IN ('pending', 'retrying'))",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("Failed to count open sessions")?;
         Ok((open, self.earliest_due(stale_after, false).await?))
     }
 }

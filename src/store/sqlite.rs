@@ -17,8 +17,8 @@ use super::{
 
 /// How long a statement waits for another writer before failing with "database is locked".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// SQLite writes one at a time; a few connections serve the claimer, writer and heartbeat.
-const MAX_CONNECTIONS: u32 = 4;
+/// Connections for reads (status, next due, housekeeping); writes have their own one.
+const READ_CONNECTIONS: u32 = 2;
 /// Outcomes per UPDATE statement (nine bound values each, far below SQLite's variable limit).
 const OUTCOME_CHUNK: usize = 500;
 /// Rows per multi-row INSERT (two bound values each, far below SQLite's variable limit).
@@ -26,7 +26,14 @@ const ENQUEUE_CHUNK: usize = 2_000;
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
+    /// Reads: status, the next due time, listings.
     pool: SqlitePool,
+    /// Every write goes through this one connection. SQLite lets one connection write at a time:
+    /// a second one sleeps in SQLite's busy handler (1, 2, 5 ms and more), and in WAL mode a
+    /// connection drops its whole page cache whenever another one has written. One writing
+    /// connection queues this process's writers without sleeping and keeps its cache warm; other
+    /// processes (the application) still meet the busy timeout.
+    writer: SqlitePool,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -46,25 +53,40 @@ impl SqliteStore {
             // NORMAL is durable against process crashes in WAL mode, which is what we face.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(BUSY_TIMEOUT + Duration::from_secs(5))
-            .after_release(|conn, _| Box::pin(async move { Ok(super::reusable(conn)) }))
-            .connect_with(options)
+        let pool = |connections| {
+            SqlitePoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(BUSY_TIMEOUT + Duration::from_secs(5))
+                .after_release(|conn, _| Box::pin(async move { Ok(super::reusable(conn)) }))
+        };
+        // The writer first: it creates the file and switches it to WAL.
+        let writer = pool(1)
+            .connect_with(options.clone())
             .await
             .context("Failed to open the SQLite database")?;
-        Ok(Self { pool })
+        // An in-memory database exists once per connection: there, the writer serves reads too.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let pool = if in_memory {
+            writer.clone()
+        } else {
+            pool(READ_CONNECTIONS)
+                .connect_with(options)
+                .await
+                .context("Failed to open the SQLite database")?
+        };
+        Ok(Self { pool, writer })
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
         sqlx::migrate!("migrations/sqlite")
-            .run(&self.pool)
+            .run(&self.writer)
             .await
             .context("Failed to migrate the SQLite database")
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {
@@ -78,21 +100,35 @@ impl SqliteStore {
     /// Locks: the whole database for writing (`BEGIN IMMEDIATE`), for one short statement.
     pub async fn claim(&self, r: &ClaimRequest<'_>) -> anyhow::Result<Vec<ClaimedRow>> {
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .context("Failed to begin a claim")?;
         let rows = sqlx::query(
+            // A bare `LIMIT ?` makes SQLite re-prepare the statement whenever the bound limit
+            // changes (it plans small constant limits specially); the CAST keeps one plan.
             "UPDATE reaper_sessions
                 SET lease_owner = ?1, lease_expires_at = ?2, taken_over_from = lease_owner
               WHERE id IN (
-                    SELECT id FROM reaper_sessions
-                     WHERE state IN ('pending', 'retrying')
-                       AND (lease_expires_at IS NULL OR (lease_expires_at <= ?3 AND lease_owner <> ?1))
-                       AND ((state = 'pending' AND (delete_after <= ?4 OR last_activity_at <= ?5))
-                         OR (state = 'retrying' AND next_attempt_at <= ?4))
-                     ORDER BY id
-                     LIMIT ?6)
+                    -- Free rows, through the index of rows nobody holds.
+                    SELECT id FROM (
+                        SELECT id FROM reaper_sessions
+                         WHERE state IN ('pending', 'retrying') AND lease_owner IS NULL
+                           AND ((state = 'pending' AND (delete_after <= ?4 OR last_activity_at <= ?5))
+                             OR (state = 'retrying' AND next_attempt_at <= ?4))
+                         ORDER BY id
+                         LIMIT CAST(?6 AS INTEGER))
+                    UNION ALL
+                    -- Someone else's expired leases (a crashed replica), by a range of expiry.
+                    SELECT id FROM (
+                        SELECT id FROM reaper_sessions
+                         WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?3 AND lease_owner <> ?1
+                           AND state IN ('pending', 'retrying')
+                           AND ((state = 'pending' AND (delete_after <= ?4 OR last_activity_at <= ?5))
+                             OR (state = 'retrying' AND next_attempt_at <= ?4))
+                         LIMIT CAST(?6 AS INTEGER))
+                    ORDER BY id
+                    LIMIT CAST(?6 AS INTEGER))
           RETURNING id, session_id, attempts, taken_over_from",
         )
         .bind(r.owner)
@@ -122,7 +158,7 @@ impl SqliteStore {
     pub async fn write_outcomes(&self, owner: &str, outcomes: &[OutcomeWrite]) -> anyhow::Result<u64> {
         let (finished, released) = super::split_outcomes(outcomes);
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .context("Failed to begin an outcome batch")?;
@@ -192,7 +228,7 @@ impl SqliteStore {
         )
         .bind(ms(until))
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .context("Failed to renew leases")?;
         Ok(done.rows_affected())
@@ -200,7 +236,7 @@ impl SqliteStore {
 
     pub async fn enqueue(&self, ids: &[String], now: DateTime<Utc>) -> anyhow::Result<u64> {
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .context("Failed to begin an enqueue")?;
@@ -236,7 +272,8 @@ impl SqliteStore {
         let row = sqlx::query(
             "SELECT
                (SELECT COUNT(*) FROM reaper_sessions
-                 WHERE state IN ('pending', 'retrying') AND lease_expires_at > ?1) AS in_flight,
+                 WHERE lease_owner IS NOT NULL AND lease_expires_at > ?1
+                   AND state IN ('pending', 'retrying')) AS in_flight,
                (SELECT MAX(finished_at) FROM reaper_sessions
                  WHERE state IN ('deleted', 'gone')) AS last_success",
         )
@@ -276,8 +313,11 @@ impl SqliteStore {
                               WHEN 'retrying' THEN next_attempt_at
                               ELSE MIN(IFNULL(delete_after, 9000000000000000000),
                                        IFNULL(last_activity_at + ?1, 9000000000000000000)) END AS due
-                       FROM reaper_sessions
-                      WHERE state IN ('pending', 'retrying'))",
+                       FROM (SELECT * FROM reaper_sessions
+                              WHERE state IN ('pending', 'retrying') AND lease_owner IS NULL
+                             UNION ALL
+                             SELECT * FROM reaper_sessions
+                              WHERE lease_owner IS NOT NULL AND state IN ('pending', 'retrying')))",
         )
         .bind(stale_ms)
         .bind(i32::from(leases))
@@ -323,7 +363,7 @@ impl SqliteStore {
         )
         .bind(session_id)
         .bind(ms(at))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .context("Failed to record session activity")?;
         Ok(())
@@ -337,7 +377,7 @@ impl SqliteStore {
         forget_after: Duration,
     ) -> anyhow::Result<i64> {
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .context("Failed to begin a heartbeat")?;
@@ -386,7 +426,7 @@ impl SqliteStore {
     pub async fn remove_instance(&self, instance_id: &str) -> anyhow::Result<()> {
         sqlx::query("DELETE FROM reaper_instances WHERE instance_id = ?1")
             .bind(instance_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .context("Failed to remove the instance")?;
         Ok(())
@@ -419,7 +459,7 @@ impl SqliteStore {
         const SET: &str = "UPDATE reaper_sessions
             SET state = 'pending', attempts = 0, delete_after = ?1, next_attempt_at = NULL, finished_at = NULL";
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .context("Failed to begin a requeue")?;
@@ -459,18 +499,23 @@ impl SqliteStore {
         )
         .bind(ms(cutoff))
         .bind(i64::from(limit))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .context("Failed to prune finished sessions")?;
         Ok(done.rows_affected())
     }
 
     pub async fn backlog(&self, stale_after: Duration) -> anyhow::Result<(i64, Option<DateTime<Utc>>)> {
-        let open: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM reaper_sessions WHERE state IN ('pending', 'retrying')")
-                .fetch_one(&self.pool)
-                .await
-                .context("Failed to count open sessions")?;
+        // Open rows are free or leased; each kind has its own partial index.
+        let open: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM reaper_sessions
+                      WHERE state IN ('pending', 'retrying') AND lease_owner IS NULL)
+                  + (SELECT COUNT(*) FROM reaper_sessions
+                      WHERE lease_owner IS NOT NULL AND state IN ('pending', 'retrying'))",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("Failed to count open sessions")?;
         Ok((open, self.earliest_due(stale_after, false).await?))
     }
 }

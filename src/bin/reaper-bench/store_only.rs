@@ -1,6 +1,6 @@
 //! The database work alone: the daemon's own `Store::claim` and `Store::write_outcomes`, called
 //! in a loop from the bench (no HTTP, no worker pool), the way the daemon calls them: claims of
-//! `concurrency` rows, outcomes written `batch_size` at a time. How fast the store can go bounds
+//! half a batch (`batch_size / 2`) rows, outcomes written `batch_size` at a time. How fast the store can go bounds
 //! how fast the daemon can go, and the split tells which of the two queries to work on.
 
 use std::time::{Duration, Instant};
@@ -132,7 +132,9 @@ fn spread(durations: &[Duration]) -> String {
 /// Store-only throughput on SQLite and PostgreSQL (as seeded, and after `ANALYZE`).
 pub async fn section(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     let n = ctx.sizes.rows;
-    let (limit, batch) = (ctx.sizes.concurrency, ctx.sizes.batch_size as usize);
+    // The daemon tops its queue of claimed rows up when it is half empty: claims of half a batch.
+    let batch = ctx.sizes.batch_size as usize;
+    let limit = (ctx.sizes.batch_size / 2).max(1);
     let bound = Duration::from_secs(60);
     let mut cases: Vec<Option<&PgVariant>> = vec![None];
     match &ctx.postgres {
