@@ -141,8 +141,8 @@ impl Reaper {
 
         // Claimed rows wait in a short queue that the workers take from; the feeder tops it up a
         // whole batch at a time, so one claim serves many deletions.
-        let ahead = ahead_capacity(worker.batch_size, worker.rate_per_second);
-        let (queue, taken) = flume::bounded::<ClaimedRow>(ahead);
+        let ahead = Ahead::new(worker.batch_size, worker.rate_per_second);
+        let (queue, taken) = flume::bounded::<ClaimedRow>(ahead.capacity);
         let refill = Arc::new(Notify::new());
         let mut workers = JoinSet::new();
         for _ in 0..worker.concurrency {
@@ -150,7 +150,7 @@ impl Reaper {
                 taken.clone(),
                 Refill {
                     notify: refill.clone(),
-                    below: ahead / 2,
+                    below: ahead.refill_at(),
                 },
                 self.deleter.clone(),
                 stop.clone(),
@@ -160,8 +160,8 @@ impl Reaper {
         }
         drop(taken);
         tracing::info!(owner = %self.owner, backend = self.store.backend(), concurrency = worker.concurrency,
-            rate_per_second = self.deleter.limiter.rate(), claim_ahead = ahead, ?mode, "reaper started");
-        self.feed(&queue, &refill, mode, started, &shutdown).await;
+            rate_per_second = self.deleter.limiter.rate(), claim_ahead = ahead.capacity, ?mode, "reaper started");
+        self.feed(&queue, &refill, ahead, mode, started, &shutdown).await;
         // Workers drain what is queued (after shutdown, by releasing it) and stop.
         drop(queue);
 
@@ -214,24 +214,24 @@ impl Reaper {
     }
 
     /// Keeps the queue of claimed rows topped up until `mode` is satisfied or shutdown fires.
-    /// A claim waits until the queue is at most half full (or empty), then takes what fits.
+    /// A claim waits until a whole claim fits in the queue, then takes it.
     async fn feed(
         &self,
         queue: &flume::Sender<ClaimedRow>,
         refill: &Notify,
+        ahead: Ahead,
         mode: RunMode,
         started: DateTime<Utc>,
         shutdown: &CancellationToken,
     ) {
         let worker = &self.config.worker;
-        let capacity = queue.capacity().unwrap_or(1);
         let mut outage: Option<Duration> = None;
         let mut idle = mode == RunMode::Daemon;
         // The last claim found nothing although a row looked due (e.g. one only its own lease
         // holds): wait at least a tick before asking again instead of spinning.
         let mut claimed_nothing = false;
         loop {
-            if !self.until_room(queue, refill, shutdown).await {
+            if !self.until_room(queue, refill, ahead.refill_at(), shutdown).await {
                 return;
             }
             if idle && mode == RunMode::UntilDone {
@@ -253,7 +253,7 @@ impl Reaper {
                     return;
                 }
             }
-            let limit = capacity - queue.len();
+            let limit = ahead.claim;
             let now = Utc::now();
             let request = ClaimRequest {
                 owner: &self.owner,
@@ -294,7 +294,7 @@ impl Reaper {
                 }
                 // Only the feeder adds to the queue and it claimed no more than the free room,
                 // so this never waits; it fails only if every worker is gone.
-                if queue.send_async(row).await.is_err() {
+                if queue.try_send(row).is_err() {
                     return;
                 }
             }
@@ -321,21 +321,21 @@ impl Reaper {
         }
     }
 
-    /// Waits until the queue is at most half full; false on shutdown. Turns the loop every
-    /// `TICK` while the workers are busy.
+    /// Waits until the queue holds at most `refill_at` rows; false on shutdown. Turns the loop
+    /// every `TICK` while the workers are busy.
     async fn until_room(
         &self,
         queue: &flume::Sender<ClaimedRow>,
         refill: &Notify,
+        refill_at: usize,
         shutdown: &CancellationToken,
     ) -> bool {
-        let half = queue.capacity().unwrap_or(1) / 2;
         loop {
             self.tick();
             if shutdown.is_cancelled() {
                 return false;
             }
-            if queue.len() <= half {
+            if queue.len() <= refill_at {
                 return true;
             }
             tokio::select! {
@@ -393,10 +393,31 @@ impl Reaper {
     }
 }
 
-/// How many claimed rows may wait for a worker: a batch, but no more than a second's worth of
-/// the rate limit (rows waiting hold leases other replicas could use).
-fn ahead_capacity(batch_size: u32, rate_per_second: u32) -> usize {
-    batch_size.min(rate_per_second).max(1) as usize
+/// The queue of claimed rows waiting for a worker.
+#[derive(Debug, Clone, Copy)]
+struct Ahead {
+    /// Rows the queue holds at most: two batches, so a whole batch can be claimed while the
+    /// workers still have one to go on, but no more than a second's worth of the rate limit
+    /// (queued rows hold leases other replicas could use).
+    capacity: usize,
+    /// Rows per claim: a batch, or half the queue when the rate limit keeps it short.
+    claim: usize,
+}
+
+impl Ahead {
+    fn new(batch_size: u32, rate_per_second: u32) -> Self {
+        let (batch, rate) = (batch_size.max(1) as usize, rate_per_second.max(1) as usize);
+        let capacity = (2 * batch).min(rate);
+        Self {
+            capacity,
+            claim: batch.min(capacity.div_ceil(2)),
+        }
+    }
+
+    /// The feeder claims once the queue is down to this many rows.
+    fn refill_at(self) -> usize {
+        self.capacity - self.claim
+    }
 }
 
 /// Wakes the feeder when the queue has drained to `below` rows.
