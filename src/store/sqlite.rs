@@ -104,50 +104,67 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .context("Failed to begin a claim")?;
-        let rows = sqlx::query(
+        // The picked rows come back as one JSON array rather than as one result row each: sqlx
+        // hands every row across threads on its own, which cost more than picking it.
+        let picked: String = sqlx::query_scalar(
             // A bare `LIMIT ?` makes SQLite re-prepare the statement whenever the bound limit
             // changes (it plans small constant limits specially); the CAST keeps one plan.
-            "UPDATE reaper_sessions
-                SET lease_owner = ?1, lease_expires_at = ?2, taken_over_from = lease_owner
+            "SELECT json_group_array(json_array(id, CAST(session_id AS TEXT), attempts, lease_owner IS NOT NULL))
+               FROM reaper_sessions
               WHERE id IN (
                     -- Free rows, through the index of rows nobody holds.
                     SELECT id FROM (
                         SELECT id FROM reaper_sessions
                          WHERE state IN ('pending', 'retrying') AND lease_owner IS NULL
-                           AND ((state = 'pending' AND (delete_after <= ?4 OR last_activity_at <= ?5))
-                             OR (state = 'retrying' AND next_attempt_at <= ?4))
+                           AND ((state = 'pending' AND (delete_after <= ?3 OR last_activity_at <= ?4))
+                             OR (state = 'retrying' AND next_attempt_at <= ?3))
                          ORDER BY id
-                         LIMIT CAST(?6 AS INTEGER))
+                         LIMIT CAST(?5 AS INTEGER))
                     UNION ALL
                     -- Someone else's expired leases (a crashed replica), by a range of expiry.
                     SELECT id FROM (
                         SELECT id FROM reaper_sessions
-                         WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?3 AND lease_owner <> ?1
+                         WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?2 AND lease_owner <> ?1
                            AND state IN ('pending', 'retrying')
-                           AND ((state = 'pending' AND (delete_after <= ?4 OR last_activity_at <= ?5))
-                             OR (state = 'retrying' AND next_attempt_at <= ?4))
-                         LIMIT CAST(?6 AS INTEGER))
+                           AND ((state = 'pending' AND (delete_after <= ?3 OR last_activity_at <= ?4))
+                             OR (state = 'retrying' AND next_attempt_at <= ?3))
+                         LIMIT CAST(?5 AS INTEGER))
                     ORDER BY id
-                    LIMIT CAST(?6 AS INTEGER))
-          RETURNING id, session_id, attempts, taken_over_from",
+                    LIMIT CAST(?5 AS INTEGER))",
         )
         .bind(r.owner)
-        .bind(ms(r.now + chrono_duration(r.lease)))
         .bind(ms(r.now))
         .bind(ms(r.due_by))
         .bind(ms(r.due_by - chrono_duration(r.stale_after)))
         .bind(i64::from(r.limit))
-        .fetch_all(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
-        .context("Failed to claim due sessions")?;
+        .context("Failed to pick due sessions")?;
+        let picked: Vec<(i64, String, i32, i64)> =
+            serde_json::from_str(&picked).context("Failed to read the picked sessions")?;
+        if !picked.is_empty() {
+            let ids = serde_json::to_string(&picked.iter().map(|row| row.0).collect::<Vec<_>>())?;
+            // Still inside the same write transaction: nobody else can have taken them since.
+            sqlx::query(
+                "UPDATE reaper_sessions
+                    SET lease_owner = ?1, lease_expires_at = ?2, taken_over_from = lease_owner
+                  WHERE id IN (SELECT value FROM json_each(?3))",
+            )
+            .bind(r.owner)
+            .bind(ms(r.now + chrono_duration(r.lease)))
+            .bind(ids)
+            .execute(&mut *tx)
+            .await
+            .context("Failed to lease due sessions")?;
+        }
         tx.commit().await.context("Failed to commit a claim")?;
-        let mut claimed: Vec<ClaimedRow> = rows
+        let mut claimed: Vec<ClaimedRow> = picked
             .into_iter()
-            .map(|row| ClaimedRow {
-                id: row.get("id"),
-                session_id: row.get("session_id"),
-                attempts: row.get("attempts"),
-                taken_over: row.get::<Option<String>, _>("taken_over_from").is_some(),
+            .map(|(id, session_id, attempts, leased)| ClaimedRow {
+                id,
+                session_id,
+                attempts,
+                taken_over: leased != 0,
             })
             .collect();
         claimed.sort_by_key(|row| row.id);
