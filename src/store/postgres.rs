@@ -27,19 +27,30 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// Claims only, committed without waiting for the WAL flush (`synchronous_commit = off`):
+    /// the feeder waits on each claim, and a claim lost to a server crash only frees its rows
+    /// again. Outcomes stay on `pool`, durable as configured.
+    claims: PgPool,
 }
 
 impl PgStore {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(url).context("Failed to parse the PostgreSQL URL")?;
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .after_release(|conn, _| Box::pin(async move { Ok(super::reusable(conn)) }))
+        let pool = |connections| {
+            PgPoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .after_release(|conn, _| Box::pin(async move { Ok(super::reusable(conn)) }))
+        };
+        let claims = pool(1)
+            .connect_with(options.clone().options([("synchronous_commit", "off")]))
+            .await
+            .context("Failed to connect to PostgreSQL")?;
+        let pool = pool(MAX_CONNECTIONS)
             .connect_with(options)
             .await
             .context("Failed to connect to PostgreSQL")?;
-        Ok(Self { pool })
+        Ok(Self { pool, claims })
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
@@ -51,6 +62,7 @@ impl PgStore {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.claims.close().await;
     }
 
     pub async fn analyze(&self) -> anyhow::Result<()> {
@@ -106,7 +118,7 @@ impl PgStore {
         .bind(r.due_by)
         .bind(r.due_by - chrono_duration(r.stale_after))
         .bind(i64::from(r.limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.claims)
         .await
         .context("Failed to claim due sessions")?;
         let mut claimed: Vec<ClaimedRow> = rows
