@@ -154,17 +154,28 @@ impl Deleter {
         }
     }
 
-    /// Waits for the gate and a rate-limit token. `None` when shutdown comes first.
+    /// Waits for the gate and a rate-limit token. `None` when shutdown comes first: a row still
+    /// queued when the signal comes is released, never sent, even if gate and budget are open.
     async fn admit(&self, stop: &Stop) -> Option<Pass> {
         loop {
+            if stop.starting.is_cancelled() {
+                return None;
+            }
             let pass = self.gate.wait(&stop.starting).await?;
             let waiting = Instant::now();
             tokio::select! {
-                _ = self.limiter.until_ready() => self.metrics.rate_limit_wait(waiting.elapsed()),
+                biased;
                 _ = stop.starting.cancelled() => {
                     if pass == Pass::Probe { self.gate.probe_abandoned() }
                     return None;
                 }
+                _ = self.limiter.until_ready() => self.metrics.rate_limit_wait(waiting.elapsed()),
+            }
+            if stop.starting.is_cancelled() {
+                if pass == Pass::Probe {
+                    self.gate.probe_abandoned()
+                }
+                return None;
             }
             if self.gate.still_allows(pass) {
                 return Some(pass);

@@ -9,6 +9,8 @@ use session_reaper::store::State;
 use crate::helpers::{APIKEY, Daemon, backends, daemon, daemon_env, run_daemon, standin, text};
 
 const ROWS: usize = 40;
+/// `worker.concurrency` in the tests' daemon environment.
+const CONCURRENCY: u64 = 8;
 
 /// Waits (bounded) until the stand-in has seen `n` requests.
 async fn wait_for_requests(api: &session_reaper::standin::StandIn, n: u64) {
@@ -55,6 +57,13 @@ async fn sigterm_mid_run_loses_nothing_and_exits_zero() {
         assert!(
             deleted < ROWS as u64,
             "{}: the signal came too late to test anything",
+            db.name()
+        );
+        // The first answers come 800 ms after the first requests, so every request made was
+        // already in flight when the signal came: rows queued behind them were not sent.
+        assert!(
+            deleted <= CONCURRENCY,
+            "{}: {deleted} requests for {CONCURRENCY} workers: a request started after SIGTERM",
             db.name()
         );
         for row in &rows {
