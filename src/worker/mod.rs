@@ -150,7 +150,7 @@ impl Reaper {
                 taken.clone(),
                 Refill {
                     notify: refill.clone(),
-                    below: ahead.refill_at(),
+                    ahead,
                 },
                 self.deleter.clone(),
                 stop.clone(),
@@ -420,10 +420,10 @@ impl Ahead {
     }
 }
 
-/// Wakes the feeder when the queue has drained to `below` rows.
+/// Wakes the feeder when the queue has drained to where a claim fits (`Ahead::refill_at`).
 struct Refill {
     notify: Arc<Notify>,
-    below: usize,
+    ahead: Ahead,
 }
 
 /// One worker: takes claimed rows one at a time until the queue is closed and empty. It hands
@@ -438,7 +438,7 @@ async fn work(
     metrics: Arc<Metrics>,
 ) {
     while let Ok(row) = taken.recv_async().await {
-        if taken.len() <= refill.below {
+        if taken.len() <= refill.ahead.refill_at() {
             refill.notify.notify_one();
         }
         metrics.in_flight(1);
