@@ -3,13 +3,20 @@
 //! and retries with backoff; the bounded channel in front of it stops the pool meanwhile, so
 //! memory stays bounded and nothing acknowledged is dropped.
 //!
+//! Two batches are written at once: while one waits on the database (three statements and a
+//! commit on PostgreSQL), the next is collected and sent. One writer at a time was the daemon's
+//! ceiling on PostgreSQL (see `bench/README.md`). Batches never share a row, since each row is
+//! in flight once, so the two never wait on each other's locks.
+//!
 //! Answered-but-unwritten outcomes are what a kill -9 turns into repeated requests: at most
-//! `worker.concurrency` in workers plus `worker.batch_size` in this channel plus one batch.
+//! `worker.concurrency` in workers plus `worker.batch_size` in this channel plus the two
+//! batches being written.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -20,8 +27,14 @@ use crate::store::{OutcomeWrite, Store};
 const FLUSH_AFTER: Duration = Duration::from_millis(20);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Batches written at once.
+const WRITERS: usize = 2;
+
+/// The receiving end, shared: a writer holds it while it collects a batch, not while it writes.
+type Outcomes = Arc<Mutex<mpsc::Receiver<OutcomeWrite>>>;
 
 /// The writer task and what it needs.
+#[derive(Clone)]
 pub struct Writer {
     pub store: Store,
     pub owner: String,
@@ -33,38 +46,55 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer; it ends when every sender is dropped and the last batch is written.
+    /// Starts the writers; the handle ends when every sender is dropped and the last batch is
+    /// written (or given up).
     pub fn spawn(self) -> (mpsc::Sender<OutcomeWrite>, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(self.batch_size);
-        (tx, tokio::spawn(self.write_batches(rx)))
+        let rx: Outcomes = Arc::new(Mutex::new(rx));
+        // One outage, reported once, whichever writer meets it first.
+        let outage = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|_| tokio::spawn(self.clone().write_batches(rx.clone(), outage.clone())))
+            .collect();
+        let all = tokio::spawn(async move {
+            for writer in writers {
+                writer.await.ok();
+            }
+        });
+        (tx, all)
     }
 
-    async fn write_batches(self, mut rx: mpsc::Receiver<OutcomeWrite>) {
+    async fn write_batches(self, rx: Outcomes, outage: Arc<AtomicBool>) {
         let mut batch = Vec::with_capacity(self.batch_size);
-        let mut outage = false;
-        while rx.recv_many(&mut batch, self.batch_size).await > 0 {
-            let deadline = tokio::time::Instant::now() + FLUSH_AFTER;
-            while batch.len() < self.batch_size {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(outcome)) => batch.push(outcome),
-                    _ => break,
+        loop {
+            {
+                let mut rx = rx.lock().await;
+                if rx.recv_many(&mut batch, self.batch_size).await == 0 {
+                    return;
+                }
+                let deadline = tokio::time::Instant::now() + FLUSH_AFTER;
+                while batch.len() < self.batch_size {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(outcome)) => batch.push(outcome),
+                        _ => break,
+                    }
                 }
             }
-            outage = self.write(&batch, outage).await;
+            self.write(&batch, &outage).await;
             batch.clear();
         }
     }
 
-    /// Writes one batch, retrying while the database is away. Returns whether an outage is
-    /// still going on (so it is reported once, not once per batch).
-    async fn write(&self, batch: &[OutcomeWrite], mut outage: bool) -> bool {
+    /// Writes one batch, retrying while the database is away. `outage` says whether one is
+    /// going on, so it is reported once, not once per batch or per writer.
+    async fn write(&self, batch: &[OutcomeWrite], outage: &AtomicBool) {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let result = self.store.write_outcomes(&self.owner, batch).await;
             self.metrics.database_result(&result);
             match result {
                 Ok(written) => {
-                    if outage {
+                    if outage.swap(false, Ordering::Relaxed) {
                         tracing::info!(held = batch.len(), "database is back; held outcomes written");
                     }
                     let lost = batch.len() as u64 - written.min(batch.len() as u64);
@@ -72,16 +102,15 @@ impl Writer {
                         self.metrics.lost_leases(lost);
                         tracing::warn!(lost, "outcomes not written: another worker took over those rows");
                     }
-                    return false;
+                    return;
                 }
                 Err(e) => {
-                    if !outage {
+                    if !outage.swap(true, Ordering::Relaxed) {
                         tracing::error!(
                             error = format!("{e:#}"),
                             held = batch.len(),
                             "database unavailable; holding outcomes and retrying"
                         );
-                        outage = true;
                     }
                     if self.give_up.is_cancelled() {
                         tracing::error!(
@@ -89,7 +118,7 @@ impl Writer {
                             "shutting down with the database still unavailable: outcomes not written; \
                              their rows will be tried again when their leases run out"
                         );
-                        return true;
+                        return;
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}

@@ -119,7 +119,7 @@ impl Measured {
     pub fn lease_line(&self) -> (String, String, bool) {
         (
             format!("{} rows", self.max_leased),
-            format!("≤ {} (concurrency + 5 × batch_size)", self.lease_bound),
+            format!("≤ {} (concurrency + 6 × batch_size)", self.lease_bound),
             self.max_leased <= self.lease_bound,
         )
     }
@@ -236,7 +236,7 @@ impl Ctx {
             status,
             postgres_cpu,
             max_leased,
-            lease_bound: i64::from(spec_concurrency) + 5 * i64::from(spec_batch),
+            lease_bound: i64::from(spec_concurrency) + 6 * i64::from(spec_batch),
         })
     }
 }
