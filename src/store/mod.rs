@@ -111,6 +111,15 @@ pub enum OutcomeWrite {
     Release { id: i64 },
 }
 
+impl OutcomeWrite {
+    /// The row this outcome is for.
+    pub fn id(&self) -> i64 {
+        match self {
+            Self::Finish { id, .. } | Self::Release { id } => *id,
+        }
+    }
+}
+
 /// A whole row of `reaper_sessions`, for inspection (`Store::rows`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionRow {
@@ -255,9 +264,10 @@ impl Store {
         dispatch!(self, s => s.write_outcomes(owner, outcomes).await)
     }
 
-    /// Extends every lease `owner` holds to `until` (the heartbeat).
-    pub async fn renew_leases(&self, owner: &str, until: DateTime<Utc>) -> anyhow::Result<u64> {
-        dispatch!(self, s => s.renew_leases(owner, until).await)
+    /// Extends to `until` the leases `owner` still holds among `ids` (the heartbeat, for the
+    /// rows this process has claimed and not yet written back).
+    pub async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> anyhow::Result<u64> {
+        dispatch!(self, s => s.renew_leases(owner, ids, until).await)
     }
 
     /// Inserts ids due at `now`; existing ids are left alone. Returns how many were new.

@@ -83,28 +83,18 @@ impl PgStore {
     /// Locks: the claimed rows (`FOR UPDATE SKIP LOCKED`), skipping rows other replicas hold.
     pub async fn claim(&self, r: &ClaimRequest<'_>) -> anyhow::Result<Vec<ClaimedRow>> {
         let rows = sqlx::query(
-            "WITH free AS (
-                 -- Free rows, through the index of rows nobody holds.
+            "WITH picked AS (
+                 -- Open rows in id order: free ones, and someone else's expired leases (a crashed
+                 -- replica). Rows in flight are stepped over; rows another claim or outcome holds
+                 -- locked are skipped.
                  SELECT id, lease_owner AS previous_owner FROM reaper_sessions
-                  WHERE state IN ('pending', 'retrying') AND lease_owner IS NULL
+                  WHERE state IN ('pending', 'retrying')
+                    AND (lease_owner IS NULL OR (lease_expires_at <= $3 AND lease_owner <> $1))
                     AND ((state = 'pending' AND (delete_after <= $4 OR last_activity_at <= $5))
                       OR (state = 'retrying' AND next_attempt_at <= $4))
                   ORDER BY id
                   LIMIT $6
-                  FOR UPDATE SKIP LOCKED),
-             expired AS (
-                 -- Someone else's expired leases (a crashed replica), by a range of expiry.
-                 SELECT id, lease_owner AS previous_owner FROM reaper_sessions
-                  WHERE lease_owner IS NOT NULL AND lease_expires_at <= $3 AND lease_owner <> $1
-                    AND state IN ('pending', 'retrying')
-                    AND ((state = 'pending' AND (delete_after <= $4 OR last_activity_at <= $5))
-                      OR (state = 'retrying' AND next_attempt_at <= $4))
-                  LIMIT $6
-                  FOR UPDATE SKIP LOCKED),
-             picked AS (
-                 SELECT id, previous_owner FROM (SELECT * FROM free UNION ALL SELECT * FROM expired) candidates
-                  ORDER BY id
-                  LIMIT $6)
+                  FOR UPDATE SKIP LOCKED)
              UPDATE reaper_sessions r
                 SET lease_owner = $1, lease_expires_at = $2, taken_over_from = picked.previous_owner
                FROM picked
@@ -136,10 +126,6 @@ impl PgStore {
     /// Locks: the rows written, each only while `owner` still holds its lease (a takeover
     /// never gets overwritten by the replica it rescued from).
     pub async fn write_outcomes(&self, owner: &str, outcomes: &[OutcomeWrite]) -> anyhow::Result<u64> {
-        // `lease_owner IS NOT DISTINCT FROM $owner` is `= $owner` (the owner is never NULL) in a
-        // form no index serves: with `=`, the planner read every row this owner leases from
-        // `reaper_sessions_leased` and hashed them, for each chunk, instead of looking up the
-        // chunk's ids in the primary key (statistics taken at start show no leases at all).
         let (mut finished, released) = super::split_outcomes(outcomes);
         // Rows locked in id order, as claims lock them, so two writers never deadlock.
         finished.sort_unstable_by_key(|f| f.id);
@@ -159,8 +145,7 @@ impl PgStore {
                                $6::text[], $7::timestamptz[], $8::timestamptz[], $9::timestamptz[])
                         AS u(id, state, charge, http_status, api_code, error, attempted_at,
                              finished_at, next_attempt_at)
-                  WHERE r.id = u.id AND r.lease_owner IS NOT DISTINCT FROM $10
-                    AND r.state IN ('pending', 'retrying')",
+                  WHERE r.id = u.id AND r.lease_owner = $10 AND r.state IN ('pending', 'retrying')",
             )
             .bind(chunk.iter().map(|f| f.id).collect::<Vec<_>>())
             .bind(chunk.iter().map(|f| f.state.as_str()).collect::<Vec<_>>())
@@ -180,7 +165,7 @@ impl PgStore {
         if !released.is_empty() {
             let done = sqlx::query(
                 "UPDATE reaper_sessions SET lease_owner = NULL, lease_expires_at = NULL
-                  WHERE id = ANY($1) AND lease_owner IS NOT DISTINCT FROM $2",
+                  WHERE id = ANY($1) AND lease_owner = $2",
             )
             .bind(&released)
             .bind(owner)
@@ -193,13 +178,14 @@ impl PgStore {
         Ok(written)
     }
 
-    /// Locks: the rows leased to `owner`.
-    pub async fn renew_leases(&self, owner: &str, until: DateTime<Utc>) -> anyhow::Result<u64> {
+    /// Locks: the listed rows still leased to `owner`, in id order (as outcomes lock them).
+    pub async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> anyhow::Result<u64> {
         let done = sqlx::query(
             "UPDATE reaper_sessions SET lease_expires_at = $1
-              WHERE lease_owner = $2 AND state IN ('pending', 'retrying')",
+              WHERE id = ANY($2) AND lease_owner = $3 AND state IN ('pending', 'retrying')",
         )
         .bind(until)
+        .bind(ids)
         .bind(owner)
         .execute(&self.pool)
         .await
@@ -272,11 +258,8 @@ impl PgStore {
                             CASE state
                               WHEN 'retrying' THEN next_attempt_at
                               ELSE LEAST(delete_after, last_activity_at + $1) END AS due
-                       FROM (SELECT * FROM reaper_sessions
-                              WHERE state IN ('pending', 'retrying') AND lease_owner IS NULL
-                             UNION ALL
-                             SELECT * FROM reaper_sessions
-                              WHERE lease_owner IS NOT NULL AND state IN ('pending', 'retrying')) open_rows) due_rows",
+                       FROM reaper_sessions
+                      WHERE state IN ('pending', 'retrying')) due_rows",
         )
         .bind(chrono_duration(stale_after))
         .bind(leases)
@@ -448,16 +431,11 @@ impl PgStore {
     }
 
     pub async fn backlog(&self, stale_after: Duration) -> anyhow::Result<(i64, Option<DateTime<Utc>>)> {
-        // Open rows are free or leased; each kind has its own partial index.
-        let open: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM reaper_sessions
-                      WHERE state IN ('pending', 'retrying') AND lease_owner IS NULL)
-                  + (SELECT COUNT(*) FROM reaper_sessions
-                      WHERE lease_owner IS NOT NULL AND state IN ('pending', 'retrying'))",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .context("Failed to count open sessions")?;
+        let open: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM reaper_sessions WHERE state IN ('pending', 'retrying')")
+                .fetch_one(&self.pool)
+                .await
+                .context("Failed to count open sessions")?;
         Ok((open, self.earliest_due(stale_after, false).await?))
     }
 }

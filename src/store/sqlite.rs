@@ -237,14 +237,16 @@ impl SqliteStore {
         Ok(written)
     }
 
-    /// Locks: the rows leased to `owner` (through the lease index).
-    pub async fn renew_leases(&self, owner: &str, until: DateTime<Utc>) -> anyhow::Result<u64> {
+    /// Locks: the database for writing; renews the listed rows still leased to `owner`.
+    pub async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> anyhow::Result<u64> {
         let done = sqlx::query(
             "UPDATE reaper_sessions SET lease_expires_at = ?1
-              WHERE lease_owner = ?2 AND state IN ('pending', 'retrying')",
+              WHERE id IN (SELECT value FROM json_each(?3))
+                AND lease_owner = ?2 AND state IN ('pending', 'retrying')",
         )
         .bind(ms(until))
         .bind(owner)
+        .bind(serde_json::to_string(ids)?)
         .execute(&self.writer)
         .await
         .context("Failed to renew leases")?;

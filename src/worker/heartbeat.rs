@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::deletion::Deleter;
+use super::held::Held;
 use crate::config::WorkerConfig;
 use crate::metrics::Metrics;
 use crate::store::{InstanceBeat, Store, chrono_duration};
@@ -29,15 +30,18 @@ pub struct Heartbeat {
     pub worker: WorkerConfig,
     pub deleter: Arc<Deleter>,
     pub metrics: Arc<Metrics>,
+    /// Rows claimed and not yet written back: the leases to renew.
+    pub held: Arc<Held>,
 }
 
 impl Heartbeat {
     /// One heartbeat; also run once before the first claim, so a new replica takes only its share.
     pub async fn beat(&self) {
         let now = Utc::now();
-        if self.metrics.in_flight_now() > 0 {
+        let held = self.held.ids();
+        if !held.is_empty() {
             let until = now + chrono_duration(self.worker.lease);
-            let renewed = self.store.renew_leases(&self.owner, until).await;
+            let renewed = self.store.renew_leases(&self.owner, &held, until).await;
             self.metrics.database_result(&renewed);
             if let Err(e) = renewed {
                 tracing::warn!(error = format!("{e:#}"), "could not renew leases");

@@ -7,6 +7,7 @@ mod backoff;
 mod deletion;
 mod gate;
 mod heartbeat;
+mod held;
 mod housekeeping;
 mod limiter;
 mod writer;
@@ -63,6 +64,8 @@ pub struct Reaper {
     metrics: Arc<Metrics>,
     /// Pets systemd's watchdog from the loop itself, so a stuck loop gets the service restarted.
     watchdog: Watchdog,
+    /// Rows claimed and not yet written back: what the heartbeat renews.
+    held: Arc<held::Held>,
 }
 
 impl Reaper {
@@ -85,6 +88,7 @@ impl Reaper {
             owner,
             metrics,
             watchdog: Watchdog::from_env(),
+            held: Arc::default(),
         }
     }
 
@@ -112,6 +116,7 @@ impl Reaper {
             batch_size,
             metrics: self.metrics.clone(),
             give_up: give_up.clone(),
+            held: self.held.clone(),
         }
         .spawn();
         let started = Utc::now();
@@ -123,6 +128,7 @@ impl Reaper {
             worker: worker.clone(),
             deleter: self.deleter.clone(),
             metrics: self.metrics.clone(),
+            held: self.held.clone(),
         };
         heartbeat.beat().await;
         let analyzed = self.store.refresh_statistics().await;
@@ -288,6 +294,7 @@ impl Reaper {
             let full = rows.len() == limit;
             claimed_nothing = rows.is_empty();
             idle = false;
+            self.held.add(rows.iter().map(|row| row.id));
             for row in rows {
                 if row.taken_over {
                     self.metrics.takeover();

@@ -20,6 +20,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::held::Held;
 use crate::metrics::Metrics;
 use crate::store::{OutcomeWrite, Store};
 
@@ -43,6 +44,8 @@ pub struct Writer {
     /// Fired when shutdown can wait no longer: a batch the database still refuses is then
     /// dropped (its rows come free when their leases run out) instead of holding the exit.
     pub give_up: CancellationToken,
+    /// Rows claimed and not yet written back; a batch leaves it once written or given up on.
+    pub held: Arc<Held>,
 }
 
 impl Writer {
@@ -81,6 +84,7 @@ impl Writer {
                 }
             }
             self.write(&batch, &outage).await;
+            self.held.remove(batch.iter().map(OutcomeWrite::id));
             batch.clear();
         }
     }

@@ -159,9 +159,10 @@ async fn a_renewed_lease_is_not_taken_over() {
     for db in backends().await {
         let store = &db.store;
         store.enqueue(&ids(1), t0()).await.unwrap();
-        store.claim(&claim_at("slow", t0(), 10)).await.unwrap();
+        let claimed = store.claim(&claim_at("slow", t0(), 10)).await.unwrap();
+        let held: Vec<i64> = claimed.iter().map(|row| row.id).collect();
         let renewed = store
-            .renew_leases("slow", t0() + chrono::Duration::seconds(60))
+            .renew_leases("slow", &held, t0() + chrono::Duration::seconds(60))
             .await
             .unwrap();
         assert_eq!(renewed, 1, "{}", db.name());
@@ -173,6 +174,73 @@ async fn a_renewed_lease_is_not_taken_over() {
         );
         db.cleanup().await;
     }
+}
+
+#[tokio::test]
+async fn a_renewal_extends_only_the_listed_leases_of_its_owner() {
+    for db in backends().await {
+        let store = &db.store;
+        store.enqueue(&ids(3), t0()).await.unwrap();
+        let claimed = store.claim(&claim_at("slow", t0(), 10)).await.unwrap();
+        let [a, b, c] = [claimed[0].id, claimed[1].id, claimed[2].id];
+        let until = t0() + chrono::Duration::seconds(60);
+        assert_eq!(
+            store.renew_leases("slow", &[a, b], until).await.unwrap(),
+            2,
+            "{}",
+            db.name()
+        );
+        assert_eq!(
+            store.renew_leases("other", &[c], until).await.unwrap(),
+            0,
+            "{}: only the owner renews",
+            db.name()
+        );
+        // After the first lease ran out, only the row left out of the renewal comes free.
+        let at = t0() + chrono::Duration::seconds(45);
+        let taken = store.claim(&claim_at("other", at, 10)).await.unwrap();
+        assert_eq!(taken.iter().map(|r| r.id).collect::<Vec<_>>(), vec![c], "{}", db.name());
+        assert!(taken[0].taken_over, "{}", db.name());
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_claims_rewrite_rows_without_touching_their_indexes() {
+    // A claim changes only columns no index reads, on pages with room left (migration 0004), so
+    // PostgreSQL makes it a HOT update. An index on a lease column, or full pages, would turn
+    // every claim back into new entries in every index.
+    let Some(db) = crate::helpers::TestDb::postgres().await else {
+        return;
+    };
+    let n = 200;
+    db.store.enqueue(&ids(n), t0()).await.unwrap();
+    let claimed = db.store.claim(&claim_at("a", t0(), n as u32)).await.unwrap();
+    assert_eq!(claimed.len(), n);
+    // A backend reports its table statistics when it exits.
+    db.store.close().await;
+    let stats = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let mut counts = (0, 0);
+    for _ in 0..100 {
+        counts = sqlx::query_as(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'reaper_sessions'",
+        )
+        .fetch_one(&stats)
+        .await
+        .unwrap();
+        if counts.0 >= n as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stats.close().await;
+    let (updated, hot): (i64, i64) = counts;
+    assert_eq!(updated, n as i64, "every claimed row was updated once");
+    assert!(
+        hot * 10 >= updated * 9,
+        "{hot} of {updated} claim updates were HOT; an index on a lease column or a full page stops HOT"
+    );
+    db.cleanup().await;
 }
 
 #[tokio::test]
