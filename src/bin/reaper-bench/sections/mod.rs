@@ -103,11 +103,14 @@ fn daemon_lines(report: &mut Report, label: &str, m: &Measured, ceiling: f64, go
     match goal {
         Some(goal) => report.check(
             format!("{label}: ratio to the ceiling"),
-            format!("{ratio:.2}"),
+            format!("{ratio:.2} (ceiling {}/s)", thousands(ceiling)),
             format!("≥ {goal}"),
             ratio >= goal,
         ),
-        None => report.info(format!("{label}: ratio to the ceiling"), format!("{ratio:.2}")),
+        None => report.info(
+            format!("{label}: ratio to the ceiling"),
+            format!("{ratio:.2} (ceiling {}/s)", thousands(ceiling)),
+        ),
     }
     let (value, ok) = m.verify(true);
     report.check(

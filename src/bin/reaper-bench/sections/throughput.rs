@@ -31,16 +31,23 @@ impl Run {
     }
 }
 
-/// Ceiling, daemon on SQLite and PostgreSQL, a batch-size sweep, the ceiling again; CPU per
-/// deletion and start-up time come from the same runs.
+/// Daemon on SQLite and PostgreSQL and a batch-size sweep, with the ceiling measured before the
+/// first run and after each one, so each run's ratio uses the two ceilings right next to it;
+/// CPU per deletion and start-up time come from the same runs.
 pub async fn throughput(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     let n = ctx.sizes.rows;
     let conc = ctx.sizes.concurrency;
     let bound = Duration::from_secs(300);
     let standin = standin(ctx, "throughput", Duration::ZERO).await?;
-    crate::progress!("throughput: ceiling (raw client, {conc} in flight, {n} requests)");
-    let first = ceiling::run(&standin, conc, n, bound).await?;
-    crate::progress!("  ceiling: {:.0}/s", first.per_second());
+    // This machine's speed drifts by 10–40 % within a minute (shared cores), so a ceiling taken
+    // before all runs and one after them does not cancel the noise of the runs in between.
+    let ceiling_now = || async {
+        crate::progress!("throughput: ceiling (raw client, {conc} in flight, {n} requests)");
+        let c = ceiling::run(&standin, conc, n, bound).await?;
+        crate::progress!("  ceiling: {:.0}/s", c.per_second());
+        anyhow::Ok(c)
+    };
+    let mut ceilings = vec![ceiling_now().await?];
 
     let batch = ctx.sizes.batch_size;
     let timeout = Duration::from_secs(60 + n as u64 / 500);
@@ -58,6 +65,7 @@ pub async fn throughput(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         ctx.measure(&standin, &db, n, spec).await,
     ));
     db.remove().await;
+    ceilings.push(ceiling_now().await?);
 
     match &ctx.postgres {
         Ok(admin) => {
@@ -77,6 +85,7 @@ pub async fn throughput(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
                 .await;
                 let goal = if i == 0 { Some(0.5) } else { None };
                 runs.push(Run::new(name, batch, goal, measured));
+                ceilings.push(ceiling_now().await?);
             }
         }
         Err(why) => report.missing("Daemon, PostgreSQL", why.clone(), "ratio ≥ 0.5"),
@@ -93,32 +102,39 @@ pub async fn throughput(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         let measured = ctx.measure(&standin, &db, n, spec).await;
         runs.push(Run::new("SQLite", other, None, measured));
         db.remove().await;
+        ceilings.push(ceiling_now().await?);
     }
-
-    crate::progress!("throughput: ceiling again");
-    let second = ceiling::run(&standin, conc, n, bound).await?;
-    crate::progress!("  ceiling: {:.0}/s", second.per_second());
     standin.stop().await;
 
-    let ceiling = (first.per_second() + second.per_second()) / 2.0;
     let rows = thousands(n as f64);
+    let (first, last) = (&ceilings[0], &ceilings[ceilings.len() - 1]);
     ceiling_line(
         report,
-        &format!("Ceiling: raw reqwest, {conc} in flight, no DB (before)"),
-        &first,
+        &format!("Ceiling: raw reqwest, {conc} in flight, no DB (first)"),
+        first,
     );
     ceiling_line(
         report,
-        &format!("Ceiling: raw reqwest, {conc} in flight, no DB (after)"),
-        &second,
+        &format!("Ceiling: raw reqwest, {conc} in flight, no DB (last)"),
+        last,
     );
-    let spread = (first.per_second() - second.per_second()).abs() / ceiling * 100.0;
+    let rates: Vec<f64> = ceilings.iter().map(|c| c.per_second()).collect();
+    let (low, high) = rates
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
     report.info(
-        "Ceiling used for ratios (mean of both)",
-        format!("{}/s (before/after differ by {spread:.1} %)", thousands(ceiling)),
+        "Ceilings used for ratios (one before the first daemon run and one after each)",
+        format!(
+            "{} runs: {}/s to {}/s ({:.0} % apart); each ratio uses the mean of the two next to its run",
+            rates.len(),
+            thousands(low),
+            thousands(high),
+            (high - low) / low * 100.0
+        ),
     );
-    for run in &runs {
+    for (i, run) in runs.iter().enumerate() {
         let label = format!("Daemon, {}, {rows} rows, batch {}", run.name, run.batch);
+        let ceiling = (rates[i] + rates[i + 1]) / 2.0;
         match &run.measured {
             Ok(m) => daemon_lines(report, &label, m, ceiling, run.goal),
             Err(e) => report.add(
@@ -172,7 +188,8 @@ pub async fn throughput(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
             ms(m.run.first_request),
         );
     }
-    let raw_cpu = (first.cpu + second.cpu).as_secs_f64() * 10_000.0 / (first.requests + second.requests) as f64;
+    let raw_cpu = ceilings.iter().map(|c| c.cpu.as_secs_f64()).sum::<f64>() * 10_000.0
+        / ceilings.iter().map(|c| c.requests as f64).sum::<f64>();
     report.info(
         "CPU user+sys per 10,000 requests, raw client (bench process, reference)",
         format!("{raw_cpu:.3} s"),
