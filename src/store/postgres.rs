@@ -18,9 +18,11 @@ use super::{
 
 /// Claimer, outcome writer, heartbeat and a spare.
 const MAX_CONNECTIONS: u32 = 6;
-/// Outcomes per UPDATE: keeps each message under one 16 kB TLS record, which sqlx (no
-/// TCP_NODELAY) would otherwise send as two writes, the second held ~40 ms by Nagle.
-const OUTCOME_CHUNK: usize = 96;
+/// Outcomes per UPDATE: a batch of the default size is one statement; larger ones are split so
+/// one statement's arrays stay moderate. (Until sqlx's sockets had TCP_NODELAY again, see
+/// `vendor/README.md`, chunks of 96 kept each message inside one TLS record, because a second
+/// record waited ~40 ms for the server's delayed ACK.)
+const OUTCOME_CHUNK: usize = 1024;
 /// How long a query waits for a free connection before the outage is reported.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
