@@ -230,6 +230,16 @@ impl Store {
         }
     }
 
+    /// How many outcome batches are worth writing at once. SQLite writes through one connection,
+    /// so a second batch would only wait for it, holding answered outcomes that a crash turns into
+    /// repeated requests; PostgreSQL writes two in parallel, on two connections.
+    pub fn outcome_writers(&self) -> usize {
+        match self {
+            Store::Sqlite(_) => 1,
+            Store::Postgres(_) => 2,
+        }
+    }
+
     /// Applies the backend's migrations (safe when several replicas start at once).
     pub async fn migrate(&self) -> anyhow::Result<()> {
         dispatch!(self, s => s.migrate().await)

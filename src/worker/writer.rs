@@ -3,14 +3,15 @@
 //! and retries with backoff; the bounded channel in front of it stops the pool meanwhile, so
 //! memory stays bounded and nothing acknowledged is dropped.
 //!
-//! Two batches are written at once: while one waits on the database (three statements and a
-//! commit on PostgreSQL), the next is collected and sent. One writer at a time was the daemon's
-//! ceiling on PostgreSQL (see `bench/README.md`). Batches never share a row, since each row is
-//! in flight once, so the two never wait on each other's locks.
+//! On PostgreSQL two batches are written at once (`Store::outcome_writers`): while one waits on
+//! the database (its statement and the commit), the next is collected and sent. One writer at a
+//! time was the daemon's ceiling there (see `bench/README.md`). Batches never share a row, since
+//! each row is in flight once, so the two never wait on each other's locks. SQLite writes through
+//! one connection, so it gets one writer.
 //!
 //! Answered-but-unwritten outcomes are what a kill -9 turns into repeated requests: at most
-//! `worker.concurrency` in workers plus `worker.batch_size` in this channel plus the two
-//! batches being written.
+//! `worker.concurrency` in workers plus `worker.batch_size` in this channel plus the batches
+//! being written (one on SQLite, two on PostgreSQL).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +29,6 @@ use crate::store::{OutcomeWrite, Store};
 const FLUSH_AFTER: Duration = Duration::from_millis(20);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Batches written at once.
-const WRITERS: usize = 2;
 
 /// The receiving end, shared: a writer holds it while it collects a batch, not while it writes.
 type Outcomes = Arc<Mutex<mpsc::Receiver<OutcomeWrite>>>;
@@ -56,7 +55,7 @@ impl Writer {
         let rx: Outcomes = Arc::new(Mutex::new(rx));
         // One outage, reported once, whichever writer meets it first.
         let outage = Arc::new(AtomicBool::new(false));
-        let writers: Vec<_> = (0..WRITERS)
+        let writers: Vec<_> = (0..self.store.outcome_writers())
             .map(|_| tokio::spawn(self.clone().write_batches(rx.clone(), outage.clone())))
             .collect();
         let all = tokio::spawn(async move {
