@@ -16,7 +16,7 @@ use super::{
     chrono_duration,
 };
 
-/// Claimer, outcome writer, heartbeat and a spare.
+/// The two outcome writers, heartbeat, housekeeping and spares (claims have their own pool).
 const MAX_CONNECTIONS: u32 = 6;
 /// Outcomes per UPDATE: a batch of the default size is one statement; larger ones are split so
 /// one statement's arrays stay moderate. (Until sqlx's sockets had TCP_NODELAY again, see
@@ -44,8 +44,7 @@ impl PgStore {
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .after_release(|conn, _| Box::pin(async move { Ok(super::reusable(conn)) }))
         };
-        // Both at once: a connection's start-up is several round trips, and over TLS sqlx's
-        // socket (no TCP_NODELAY) waits on delayed ACKs in between, tens of milliseconds each.
+        // Both at once: a connection's start-up is several round trips (more over TLS).
         let (claims, pool) = tokio::try_join!(
             pool(1).connect_with(options.clone().options([("synchronous_commit", "off")])),
             pool(MAX_CONNECTIONS).connect_with(options),
