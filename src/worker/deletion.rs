@@ -163,15 +163,15 @@ impl Deleter {
             }
             let pass = self.gate.wait(&stop.starting).await?;
             let waiting = Instant::now();
-            tokio::select! {
+            let stopped = tokio::select! {
                 biased;
-                _ = stop.starting.cancelled() => {
-                    if pass == Pass::Probe { self.gate.probe_abandoned() }
-                    return None;
+                _ = stop.starting.cancelled() => true,
+                _ = self.limiter.until_ready() => {
+                    self.metrics.rate_limit_wait(waiting.elapsed());
+                    stop.starting.is_cancelled()
                 }
-                _ = self.limiter.until_ready() => self.metrics.rate_limit_wait(waiting.elapsed()),
-            }
-            if stop.starting.is_cancelled() {
+            };
+            if stopped {
                 if pass == Pass::Probe {
                     self.gate.probe_abandoned()
                 }

@@ -100,17 +100,13 @@ fn daemon_lines(report: &mut Report, label: &str, m: &Measured, ceiling: f64, go
         format!("{}/s (wall {}{working})", thousands(m.per_second()), secs(m.run.wall)),
     );
     let ratio = m.per_second() / ceiling;
+    let (what, value) = (
+        format!("{label}: ratio to the ceiling"),
+        format!("{ratio:.2} (ceiling {}/s)", thousands(ceiling)),
+    );
     match goal {
-        Some(goal) => report.check(
-            format!("{label}: ratio to the ceiling"),
-            format!("{ratio:.2} (ceiling {}/s)", thousands(ceiling)),
-            format!("≥ {goal}"),
-            ratio >= goal,
-        ),
-        None => report.info(
-            format!("{label}: ratio to the ceiling"),
-            format!("{ratio:.2} (ceiling {}/s)", thousands(ceiling)),
-        ),
+        Some(goal) => report.check(what, value, format!("≥ {goal}"), ratio >= goal),
+        None => report.info(what, value),
     }
     let (value, ok) = m.verify(true);
     report.check(
