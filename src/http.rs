@@ -14,18 +14,24 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Health;
 use crate::metrics::Metrics;
 
 /// The loop turns every second even when idle; this much silence means it is stuck.
 pub const LIVENESS_LIMIT: Duration = Duration::from_secs(30);
 
 /// Binds `listen` and serves until `stop`. Binding errors surface at once.
-pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>, stop: CancellationToken) -> anyhow::Result<SocketAddr> {
+pub async fn serve(
+    listen: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
     let app = Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
-        .with_state(metrics);
+        .with_state(health)
+        .merge(Router::new().route("/metrics", get(render_metrics)).with_state(metrics));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("Failed to listen on {listen} (http.listen)"))?;
@@ -42,8 +48,8 @@ pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>, stop: Cancellation
     Ok(bound)
 }
 
-async fn livez(State(metrics): State<Arc<Metrics>>) -> Response {
-    let silent = metrics.since_tick();
+async fn livez(State(health): State<Arc<Health>>) -> Response {
+    let silent = health.since_tick();
     if silent <= LIVENESS_LIMIT {
         (StatusCode::OK, "ok\n").into_response()
     } else {
@@ -52,8 +58,8 @@ async fn livez(State(metrics): State<Arc<Metrics>>) -> Response {
     }
 }
 
-async fn readyz(State(metrics): State<Arc<Metrics>>) -> Response {
-    match metrics.not_ready() {
+async fn readyz(State(health): State<Arc<Health>>) -> Response {
+    match health.not_ready() {
         None => (StatusCode::OK, "ready\n").into_response(),
         Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
     }

@@ -3,10 +3,13 @@
 
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod outcome;
 pub mod session_id;
 pub mod shutdown;
 pub mod standin;

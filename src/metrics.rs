@@ -1,8 +1,7 @@
-//! What one daemon process has done and is doing: Prometheus metrics (served at `/metrics`),
-//! the periodic summary log line, and the liveness/readiness facts behind `/livez` and `/readyz`.
+//! What one daemon process has done and is doing: Prometheus metrics (served at `/metrics`) and
+//! the periodic summary log line. (Liveness and readiness live in `health`.)
 //! Label values come from fixed sets only; a session id never becomes a label.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -12,29 +11,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::worker::DeletionOutcome;
+use crate::outcome::{AnswerClass, DeletionOutcome, OutcomeCounts};
 
 type Labels = Vec<(&'static str, &'static str)>;
 
-/// Every `class` label of `api_answers` (see `worker::deletion`), shown from the start at zero.
-pub const ANSWER_CLASSES: [&str; 8] = [
-    "deleted",
-    "gone",
-    "transient",
-    "no_answer",
-    "rate_limited",
-    "quota_exhausted",
-    "key_rejected",
-    "permanent",
-];
-/// Every `reason` label of `pauses`.
-pub const PAUSE_REASONS: [&str; 3] = ["rate_limited", "quota_exhausted", "key_rejected"];
-
 pub struct Metrics {
     registry: Registry,
-    deletions: Family<Labels, Counter>,
-    answers: Family<Labels, Counter>,
-    /// The family members above, resolved once: no label lookup on the per-deletion path.
+    /// The family members of `deletions_total` and `api_answers_total`, resolved once at start
+    /// (one per `DeletionOutcome` / `AnswerClass`, by index): no label lookup per deletion.
     deletion_counters: [Counter; 6],
     answer_counters: [Counter; 8],
     pauses: Family<Labels, Counter>,
@@ -52,12 +36,6 @@ pub struct Metrics {
     oldest_due_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     rate_limit: Gauge,
     live_instances: Gauge,
-    /// Unix milliseconds of the work loop's last turn (for `/livez` and the watchdog).
-    last_tick_ms: AtomicI64,
-    /// The API rejected our key and no probe has succeeded since (for `/readyz`).
-    key_rejected: AtomicBool,
-    /// The last database round trip succeeded (for `/readyz`).
-    database_ok: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -72,11 +50,10 @@ impl Metrics {
         let deletions: Family<Labels, Counter> = Family::default();
         let answers: Family<Labels, Counter> = Family::default();
         let deletion_counters =
-            DeletionOutcome::ALL.map(|outcome| deletions.get_or_create(&vec![("outcome", outcome.as_str())]).clone());
-        let answer_counters = ANSWER_CLASSES.map(|class| answers.get_or_create(&vec![("class", class)]).clone());
+            DeletionOutcome::ALL.map(|outcome| deletions.get_or_create(&vec![("outcome", outcome.label())]).clone());
+        let answer_counters =
+            AnswerClass::ALL.map(|class| answers.get_or_create(&vec![("class", class.label())]).clone());
         let m = Self {
-            deletions,
-            answers,
             deletion_counters,
             answer_counters,
             pauses: Family::default(),
@@ -95,18 +72,11 @@ impl Metrics {
             oldest_due_age: Gauge::default(),
             rate_limit: Gauge::default(),
             live_instances: Gauge::default(),
-            last_tick_ms: AtomicI64::new(now_ms()),
-            key_rejected: AtomicBool::new(false),
-            database_ok: AtomicBool::new(true),
             registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register(
-            "deletions",
-            "Rows finished or handed back, by outcome",
-            m.deletions.clone(),
-        );
-        r.register("api_answers", "API answers by class", m.answers.clone());
+        r.register("deletions", "Rows finished or handed back, by outcome", deletions);
+        r.register("api_answers", "API answers by class", answers);
         r.register("pauses", "Pool-wide pauses, by reason", m.pauses.clone());
         r.register("api_request_duration_seconds", "API request latency", m.latency.clone());
         r.register("api_requests", "API requests sent", m.requests.clone());
@@ -162,8 +132,8 @@ impl Metrics {
             "Replicas with a fresh heartbeat",
             m.live_instances.clone(),
         );
-        for reason in PAUSE_REASONS {
-            let _ = m.pauses.get_or_create(&vec![("reason", reason)]);
+        for reason in AnswerClass::PAUSES {
+            let _ = m.pauses.get_or_create(&vec![("reason", reason.label())]);
         }
         Self { registry, ..m }
     }
@@ -176,25 +146,21 @@ impl Metrics {
     }
 
     pub fn deletion(&self, outcome: DeletionOutcome) {
-        self.deletion_counter(outcome).inc();
-        // Every outcome but these two came from an answer that was charged to the row.
-        if !matches!(outcome, DeletionOutcome::Invalid | DeletionOutcome::Released) {
+        self.deletion_counters[outcome.index()].inc();
+        if outcome.is_charged() {
             self.attempts.inc();
         }
     }
 
     /// One answer (or its absence) of class `class`, after `latency`.
-    pub fn answer(&self, class: &'static str, latency: Duration) {
+    pub fn answer(&self, class: AnswerClass, latency: Duration) {
         self.requests.inc();
-        match ANSWER_CLASSES.iter().position(|c| *c == class) {
-            Some(i) => self.answer_counters[i].inc(),
-            None => self.answers.get_or_create(&vec![("class", class)]).inc(),
-        };
+        self.answer_counters[class.index()].inc();
         self.latency.observe(latency.as_secs_f64());
     }
 
-    pub fn pause(&self, reason: &'static str) {
-        self.pauses.get_or_create(&vec![("reason", reason)]).inc();
+    pub fn pause(&self, reason: AnswerClass) {
+        self.pauses.get_or_create(&vec![("reason", reason.label())]).inc();
     }
 
     pub fn rate_limit_wait(&self, waited: Duration) {
@@ -212,13 +178,9 @@ impl Metrics {
         self.lost_leases.inc_by(n);
     }
 
-    /// Every store call of the daemon passes through here: errors and round trips are counted.
-    pub fn database_result<T, E>(&self, result: &Result<T, E>) {
-        self.database_round_trips.inc();
-        self.database_ok.store(result.is_ok(), Relaxed);
-        if result.is_err() {
-            self.database_errors.inc();
-        }
+    /// The counters the metered store (`store::Store`) counts every call and failure in.
+    pub fn store_counters(&self) -> (Counter, Counter) {
+        (self.database_round_trips.clone(), self.database_errors.clone())
     }
 
     pub fn in_flight(&self, delta: i64) {
@@ -242,57 +204,25 @@ impl Metrics {
         self.live_instances.set(n);
     }
 
-    pub fn set_key_rejected(&self, rejected: bool) {
-        self.key_rejected.store(rejected, Relaxed);
-    }
-
-    /// The work loop turned.
-    pub fn tick(&self) {
-        self.last_tick_ms.store(now_ms(), Relaxed);
-    }
-
-    /// Time since the work loop last turned.
-    pub fn since_tick(&self) -> Duration {
-        Duration::from_millis(u64::try_from(now_ms() - self.last_tick_ms.load(Relaxed)).unwrap_or(0))
-    }
-
-    /// Why this process is not ready, if it is not.
-    pub fn not_ready(&self) -> Option<&'static str> {
-        if !self.database_ok.load(Relaxed) {
-            Some("database unreachable")
-        } else if self.key_rejected.load(Relaxed) {
-            Some("the API rejected the apikey")
-        } else {
-            None
-        }
-    }
-
-    fn deletion_counter(&self, outcome: DeletionOutcome) -> &Counter {
-        let i = DeletionOutcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
-        &self.deletion_counters[i]
-    }
-
-    fn deletions_of(&self, outcome: DeletionOutcome) -> u64 {
-        self.deletion_counter(outcome).get()
-    }
-
     /// Counts per outcome, for the summary line and the instances table.
-    pub fn outcome_counts(&self) -> [(DeletionOutcome, u64); 6] {
-        DeletionOutcome::ALL.map(|outcome| (outcome, self.deletions_of(outcome)))
+    pub fn outcome_counts(&self) -> OutcomeCounts {
+        OutcomeCounts::from_fn(|outcome| {
+            i64::try_from(self.deletion_counters[outcome.index()].get()).unwrap_or(i64::MAX)
+        })
     }
 
     /// Logs the summary line; returns the request count to pass next time.
     pub fn log_summary(&self, requests_before: u64, seconds: f64) -> u64 {
         let requests = self.requests.get();
         let rate = (requests - requests_before.min(requests)) as f64 / seconds.max(0.001);
-        let count = |outcome| self.deletions_of(outcome);
+        let counts = self.outcome_counts();
         tracing::info!(
-            deleted = count(DeletionOutcome::Deleted),
-            gone = count(DeletionOutcome::Gone),
-            failed = count(DeletionOutcome::Failed),
-            invalid = count(DeletionOutcome::Invalid),
-            retry_scheduled = count(DeletionOutcome::RetryScheduled),
-            released = count(DeletionOutcome::Released),
+            deleted = counts.deleted,
+            gone = counts.gone,
+            failed = counts.failed,
+            invalid = counts.invalid,
+            retry_scheduled = counts.retry_scheduled,
+            released = counts.released,
             takeovers = self.takeovers.get(),
             database_errors = self.database_errors.get(),
             in_flight = self.in_flight.get(),
@@ -302,8 +232,4 @@ impl Metrics {
         );
         requests
     }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::outcome::AnswerClass;
+
 /// What the pool does next, decided from one answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -41,6 +43,20 @@ const MAX_MESSAGE_CHARS: usize = 200;
 pub const CODE_DEPRECATED: i64 = 1879;
 
 impl Answer {
+    /// The bounded label of this answer (metrics never carry session ids or messages).
+    pub fn class(&self) -> AnswerClass {
+        match self.verdict {
+            Verdict::Deleted => AnswerClass::Deleted,
+            Verdict::Gone => AnswerClass::Gone,
+            Verdict::Transient { .. } if self.http_status.is_none() => AnswerClass::NoAnswer,
+            Verdict::Transient { .. } => AnswerClass::Transient,
+            Verdict::RateLimited { .. } => AnswerClass::RateLimited,
+            Verdict::QuotaExhausted => AnswerClass::QuotaExhausted,
+            Verdict::KeyRejected => AnswerClass::KeyRejected,
+            Verdict::Permanent => AnswerClass::Permanent,
+        }
+    }
+
     pub fn no_answer(message: String) -> Self {
         Self {
             verdict: Verdict::Transient { retry_after: None },

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiClient;
 use crate::config::Config;
@@ -14,6 +15,8 @@ use crate::standin::StandIn;
 use crate::store::Store;
 use crate::worker::{Reaper, RunMode};
 
+/// How often the demo looks whether every row is final.
+const DONE_POLL: Duration = Duration::from_millis(250);
 /// The key the demo's stand-in accepts; it never leaves loopback.
 const DEMO_APIKEY: &str = "demo-key";
 
@@ -57,9 +60,12 @@ pub async fn demo(mut config: Config, database: &Path, sessions: usize) -> anyho
     let api = ApiClient::new(&config.api)?;
     let shutdown = crate::shutdown::on_signals().context("Failed to install signal handlers")?;
     let stale_after = config.worker.stale_after;
-    Reaper::new(config, store.clone(), api, Default::default())
-        .run(RunMode::UntilDone, shutdown)
+    // The daemon as deployed; the demo ends it itself once every row is final.
+    let watcher = tokio::spawn(stop_when_done(store.clone(), stale_after, shutdown.clone()));
+    Reaper::new(config, store.clone(), api, Default::default(), Default::default())
+        .run(RunMode::Daemon, shutdown)
         .await?;
+    watcher.abort();
     print_status(&store, stale_after).await?;
     store.close().await;
     let stats = standin.state.stats();
@@ -72,6 +78,22 @@ pub async fn demo(mut config: Config, database: &Path, sessions: usize) -> anyho
         database.display()
     );
     Ok(())
+}
+
+/// Cancels `shutdown` once no row is open (pending or retrying) any more.
+async fn stop_when_done(store: Store, stale_after: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(DONE_POLL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Ok(status) = store.status(Utc::now(), stale_after).await
+            && status.open() == 0
+        {
+            shutdown.cancel();
+            return;
+        }
+    }
 }
 
 async fn print_status(store: &Store, stale_after: Duration) -> anyhow::Result<()> {

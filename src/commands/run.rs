@@ -8,28 +8,30 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiClient;
 use crate::config::{Config, redact_url};
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::worker::{Reaper, RunMode};
+use crate::worker::{Backoff, Outage, Reaper, RunMode};
 
-/// Longest wait between attempts to reach the database at startup.
-const MAX_STARTUP_BACKOFF: Duration = Duration::from_secs(10);
+/// Waits between attempts to reach the database at startup: the first and the most.
+const STARTUP_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(10));
 
 pub async fn run(config: Config, once: bool) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signals().context("Failed to install signal handlers")?;
     let api = ApiClient::new(&config.api)?;
     let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
     // Liveness answers from the start: a database that is still coming up is not a dead process.
     let listener_stop = CancellationToken::new();
     if let Some(listen) = config.http.listen {
-        crate::http::serve(listen, metrics.clone(), listener_stop.clone()).await?;
+        crate::http::serve(listen, metrics.clone(), health.clone(), listener_stop.clone()).await?;
     }
-    let Some(store) = connect_with_retry(&config, &shutdown, &metrics).await else {
+    let Some(store) = connect_with_retry(&config, &shutdown, &health).await else {
         return Ok(());
     };
     crate::systemd::notify_ready();
     let mode = if once { RunMode::Once } else { RunMode::Daemon };
-    let result = Reaper::new(config, store.clone(), api, metrics)
+    let result = Reaper::new(config, store.clone(), api, metrics, health)
         .run(mode, shutdown)
         .await;
     listener_stop.cancel();
@@ -39,31 +41,27 @@ pub async fn run(config: Config, once: bool) -> anyhow::Result<()> {
 
 /// Connects and migrates, retrying with backoff while the database is away: a database that
 /// starts after us is not a reason to crash-loop. `None` when shutdown came first.
-async fn connect_with_retry(config: &Config, shutdown: &CancellationToken, metrics: &Metrics) -> Option<Store> {
-    let mut wait = Duration::from_millis(500);
-    let mut reported = false;
+async fn connect_with_retry(config: &Config, shutdown: &CancellationToken, health: &Health) -> Option<Store> {
+    let outage = Outage::new(
+        "database unavailable at startup; retrying with backoff",
+        "database reachable; starting",
+    );
+    let mut backoff = Backoff::new(STARTUP_BACKOFF.0, STARTUP_BACKOFF.1);
     loop {
-        metrics.tick();
+        health.tick();
         let opened = super::open_store(config).await;
-        metrics.database_result(&opened);
+        health.set_database_ok(opened.is_ok());
         match opened {
             Ok(store) => {
-                if reported {
-                    tracing::info!("database reachable; starting");
-                }
+                outage.succeeded();
                 return Some(store);
             }
             Err(e) => {
-                if !reported {
-                    tracing::error!(error = format!("{e:#}"), database = %redact_url(&config.database.url),
-                        "database unavailable at startup; retrying with backoff");
-                    reported = true;
-                }
+                outage.failed(&e.context(format!("database {}", redact_url(&config.database.url))));
                 tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
+                    _ = tokio::time::sleep(backoff.next_wait()) => {}
                     _ = shutdown.cancelled() => return None,
                 }
-                wait = (wait * 2).min(MAX_STARTUP_BACKOFF);
             }
         }
     }

@@ -26,7 +26,7 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
                 beat.version,
                 beat.in_flight,
                 beat.rate_limit,
-                beat.counts[0],
+                beat.counts.deleted,
                 instance.heartbeat_at.to_rfc3339()
             );
         }
@@ -78,11 +78,13 @@ pub fn to_text(report: &StatusReport) -> String {
 
 fn instance_json(instance: &InstanceRow) -> Value {
     let beat = &instance.beat;
-    let [deleted, gone, failed, invalid, retry_scheduled, released] = beat.counts;
-    json!({
+    let mut json = json!({
         "instance_id": beat.instance_id, "host": beat.host, "pid": beat.pid, "version": beat.version,
         "started_at": beat.started_at.to_rfc3339(), "heartbeat_at": instance.heartbeat_at.to_rfc3339(),
-        "in_flight": beat.in_flight, "rate_limit": beat.rate_limit, "deleted": deleted, "gone": gone,
-        "failed": failed, "invalid": invalid, "retry_scheduled": retry_scheduled, "released": released,
-    })
+        "in_flight": beat.in_flight, "rate_limit": beat.rate_limit,
+    });
+    for (outcome, count) in beat.counts.iter() {
+        json[outcome.label()] = json!(count);
+    }
+    json
 }

@@ -11,65 +11,38 @@ use super::backoff::RetryPolicy;
 use super::gate::{Gate, Pass, Reopen};
 use super::limiter::Limiter;
 use crate::api::{Answer, ApiClient, CODE_DEPRECATED, Verdict};
+use crate::clock::Clock;
+use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::outcome::DeletionOutcome;
 use crate::session_id::{SessionId, printable};
 use crate::store::{ClaimedRow, OutcomeWrite, State};
 
 /// Pause after a 429 that named no `Retry-After`.
 pub const DEFAULT_429_PAUSE: Duration = Duration::from_secs(5);
 
-/// What happened to one claimed row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeletionOutcome {
-    Deleted,
-    Gone,
-    Failed,
-    Invalid,
-    RetryScheduled,
-    /// Handed back untouched (shutdown before, or the grace ran out during, its request).
-    Released,
-}
-
-impl DeletionOutcome {
-    pub const ALL: [DeletionOutcome; 6] = [
-        DeletionOutcome::Deleted,
-        DeletionOutcome::Gone,
-        DeletionOutcome::Failed,
-        DeletionOutcome::Invalid,
-        DeletionOutcome::RetryScheduled,
-        DeletionOutcome::Released,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeletionOutcome::Deleted => "deleted",
-            DeletionOutcome::Gone => "gone",
-            DeletionOutcome::Failed => "failed",
-            DeletionOutcome::Invalid => "invalid",
-            DeletionOutcome::RetryScheduled => "retry_scheduled",
-            DeletionOutcome::Released => "released",
-        }
-    }
-}
-
 /// The two stop signals a deletion obeys.
 #[derive(Clone)]
 pub struct Stop {
-    /// Shutdown began: do not start a request.
-    pub starting: CancellationToken,
+    /// Shutdown began: do not start a request (a queued row is released, never sent).
+    pub no_new_requests: CancellationToken,
     /// The grace period ran out: abandon the request in flight.
-    pub in_flight: CancellationToken,
+    pub abandon_in_flight: CancellationToken,
 }
 
 /// Everything a deletion needs, shared by all workers of the process.
 pub struct Deleter {
     pub api: ApiClient,
     pub gate: Gate,
-    pub limiter: Limiter,
+    /// Shared with the heartbeat, which sets this replica's share of the cluster's budget.
+    pub limiter: Arc<Limiter>,
     pub policy: RetryPolicy,
     pub quota_pause: Duration,
     pub key_pause: Duration,
     pub metrics: Arc<Metrics>,
+    /// Readiness: a rejected key makes `/readyz` fail until a probe succeeds.
+    pub health: Arc<Health>,
+    pub clock: Clock,
 }
 
 impl Deleter {
@@ -81,20 +54,22 @@ impl Deleter {
         latency_ms = field::Empty, taken_over = row.taken_over, error = field::Empty,
     ))]
     pub async fn delete(&self, row: &ClaimedRow, stop: &Stop) -> (DeletionOutcome, OutcomeWrite) {
-        let (outcome, write) = self.decide(row, stop).await;
-        Span::current().record("outcome", outcome.as_str());
+        let (outcome, write) = self.attempt(row, stop).await;
+        Span::current().record("outcome", outcome.label());
         if let OutcomeWrite::Finish { error: Some(error), .. } = &write {
             Span::current().record("error", error.as_str());
         }
         self.metrics.deletion(outcome);
-        match outcome {
-            DeletionOutcome::Failed | DeletionOutcome::Invalid => tracing::warn!("deletion finished"),
-            _ => tracing::info!("deletion finished"),
+        if outcome.is_alarming() {
+            tracing::warn!("deletion finished")
+        } else {
+            tracing::info!("deletion finished")
         }
         (outcome, write)
     }
 
-    async fn decide(&self, row: &ClaimedRow, stop: &Stop) -> (DeletionOutcome, OutcomeWrite) {
+    /// Sends the request (after the gate and the limiter) and turns the answer into an outcome.
+    async fn attempt(&self, row: &ClaimedRow, stop: &Stop) -> (DeletionOutcome, OutcomeWrite) {
         let release = (DeletionOutcome::Released, OutcomeWrite::Release { id: row.id });
         let id = match SessionId::parse(&row.session_id) {
             Ok(id) => id,
@@ -108,7 +83,7 @@ impl Deleter {
                     error: Some(e.to_string()),
                     attempted_at: None,
                     next_attempt_at: None,
-                    decided_at: Utc::now(),
+                    decided_at: self.clock.now(),
                 };
                 return (DeletionOutcome::Invalid, write);
             }
@@ -118,16 +93,16 @@ impl Deleter {
                 return release;
             };
             let started = Instant::now();
-            let attempted_at = Utc::now();
+            let attempted_at = self.clock.now();
             let answer = tokio::select! {
                 answer = self.api.delete_session(&id) => answer,
-                _ = stop.in_flight.cancelled() => {
+                _ = stop.abandon_in_flight.cancelled() => {
                     if pass == Pass::Probe { self.gate.probe_abandoned() }
                     tracing::warn!("request abandoned: the shutdown grace ran out; the row is released");
                     return release;
                 }
             };
-            self.metrics.answer(answer_class(&answer), started.elapsed());
+            self.metrics.answer(answer.class(), started.elapsed());
             if self.pause_for(&answer) {
                 continue;
             }
@@ -143,14 +118,14 @@ impl Deleter {
             if pass == Pass::Probe {
                 if answer.http_status.is_some() {
                     tracing::info!("the API answers again; resuming all workers");
-                    self.metrics.set_key_rejected(false);
+                    self.health.set_key_rejected(false);
                     self.gate.probe_succeeded();
                 } else {
                     // No answer says nothing about the key or the quota: the next worker probes.
                     self.gate.probe_abandoned();
                 }
             }
-            return self.conclude(row, answer, attempted_at);
+            return self.outcome_of(row, answer, attempted_at);
         }
     }
 
@@ -158,17 +133,17 @@ impl Deleter {
     /// queued when the signal comes is released, never sent, even if gate and budget are open.
     async fn admit(&self, stop: &Stop) -> Option<Pass> {
         loop {
-            if stop.starting.is_cancelled() {
+            if stop.no_new_requests.is_cancelled() {
                 return None;
             }
-            let pass = self.gate.wait(&stop.starting).await?;
+            let pass = self.gate.wait(&stop.no_new_requests).await?;
             let waiting = Instant::now();
             let stopped = tokio::select! {
                 biased;
-                _ = stop.starting.cancelled() => true,
+                _ = stop.no_new_requests.cancelled() => true,
                 _ = self.limiter.until_ready() => {
                     self.metrics.rate_limit_wait(waiting.elapsed());
-                    stop.starting.is_cancelled()
+                    stop.no_new_requests.is_cancelled()
                 }
             };
             if stopped {
@@ -190,13 +165,13 @@ impl Deleter {
             Verdict::RateLimited { retry_after } => (retry_after.unwrap_or(DEFAULT_429_PAUSE), Reopen::AtDeadline),
             Verdict::QuotaExhausted => (self.quota_pause, Reopen::WithProbe),
             Verdict::KeyRejected => {
-                self.metrics.set_key_rejected(true);
+                self.health.set_key_rejected(true);
                 (self.key_pause, Reopen::WithProbe)
             }
             _ => return false,
         };
         if self.gate.close_for(wait, reopen) {
-            self.metrics.pause(answer_class(answer));
+            self.metrics.pause(answer.class());
             let pause_s = wait.as_secs_f64();
             let http_status = answer.http_status;
             let api_message = answer.message.as_deref().unwrap_or_default();
@@ -224,7 +199,13 @@ impl Deleter {
         true
     }
 
-    fn conclude(&self, row: &ClaimedRow, answer: Answer, at: chrono::DateTime<Utc>) -> (DeletionOutcome, OutcomeWrite) {
+    /// What one concluding answer means for the row (classification only; nothing is sent).
+    fn outcome_of(
+        &self,
+        row: &ClaimedRow,
+        answer: Answer,
+        at: chrono::DateTime<Utc>,
+    ) -> (DeletionOutcome, OutcomeWrite) {
         let attempts = u32::try_from(row.attempts).unwrap_or(0) + 1;
         let finish = |state, error: Option<String>, next_attempt_at| OutcomeWrite::Finish {
             id: row.id,
@@ -267,19 +248,5 @@ impl Deleter {
                 (DeletionOutcome::Released, OutcomeWrite::Release { id: row.id })
             }
         }
-    }
-}
-
-/// A bounded label for an answer (metrics never carry session ids or messages).
-fn answer_class(answer: &Answer) -> &'static str {
-    match answer.verdict {
-        Verdict::Deleted => "deleted",
-        Verdict::Gone => "gone",
-        Verdict::Transient { .. } if answer.http_status.is_none() => "no_answer",
-        Verdict::Transient { .. } => "transient",
-        Verdict::RateLimited { .. } => "rate_limited",
-        Verdict::QuotaExhausted => "quota_exhausted",
-        Verdict::KeyRejected => "key_rejected",
-        Verdict::Permanent => "permanent",
     }
 }

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::deletion::Deleter;
 use super::held::Held;
+use super::limiter::Limiter;
+use crate::clock::Clock;
 use crate::config::WorkerConfig;
 use crate::metrics::Metrics;
 use crate::store::{InstanceBeat, Store, chrono_duration};
@@ -23,13 +24,15 @@ const FORGET_AFTER_LEASES: u32 = 10;
 
 pub struct Heartbeat {
     pub store: Store,
-    pub owner: String,
+    pub instance_id: String,
     /// Read once at start: the host name does not change while we run.
     pub host: String,
     pub started_at: DateTime<Utc>,
     pub worker: WorkerConfig,
-    pub deleter: Arc<Deleter>,
+    /// The process's limiter, whose rate is this replica's share of the cluster budget.
+    pub limiter: Arc<Limiter>,
     pub metrics: Arc<Metrics>,
+    pub clock: Clock,
     /// Rows claimed and not yet written back: the leases to renew.
     pub held: Arc<Held>,
 }
@@ -37,21 +40,17 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// One heartbeat; also run once before the first claim, so a new replica takes only its share.
     pub async fn beat(&self) {
-        let now = Utc::now();
+        let now = self.clock.now();
         let held = self.held.ids();
         if !held.is_empty() {
             let until = now + chrono_duration(self.worker.lease);
-            let renewed = self.store.renew_leases(&self.owner, &held, until).await;
-            self.metrics.database_result(&renewed);
-            if let Err(e) = renewed {
+            if let Err(e) = self.store.renew_leases(&self.instance_id, &held, until).await {
                 tracing::warn!(error = format!("{e:#}"), "could not renew leases");
             }
         }
         let beat = self.instance();
         let lease = self.worker.lease;
-        let live = self.store.beat(&beat, now, lease, lease * FORGET_AFTER_LEASES).await;
-        self.metrics.database_result(&live);
-        match live {
+        match self.store.beat(&beat, now, lease, lease * FORGET_AFTER_LEASES).await {
             Ok(live) => self.take_share(live.max(1)),
             Err(e) => tracing::warn!(error = format!("{e:#}"), "could not record the heartbeat"),
         }
@@ -61,7 +60,7 @@ impl Heartbeat {
         let live = u32::try_from(live).unwrap_or(u32::MAX);
         let rate = (self.worker.rate_per_second / live).max(1);
         let burst = (self.worker.burst / live).max(1);
-        if self.deleter.limiter.set_rate(rate, burst) {
+        if self.limiter.set_rate(rate, burst) {
             tracing::info!(
                 live_instances = live,
                 rate_per_second = rate,
@@ -75,17 +74,14 @@ impl Heartbeat {
 
     fn instance(&self) -> InstanceBeat {
         InstanceBeat {
-            instance_id: self.owner.clone(),
+            instance_id: self.instance_id.clone(),
             host: self.host.clone(),
             pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at: self.started_at,
             in_flight: i32::try_from(self.metrics.in_flight_now()).unwrap_or(i32::MAX),
-            rate_limit: i32::try_from(self.deleter.limiter.rate()).unwrap_or(i32::MAX),
-            counts: self
-                .metrics
-                .outcome_counts()
-                .map(|(_, n)| i64::try_from(n).unwrap_or(i64::MAX)),
+            rate_limit: i32::try_from(self.limiter.rate()).unwrap_or(i32::MAX),
+            counts: self.metrics.outcome_counts(),
         }
     }
 
@@ -98,7 +94,7 @@ impl Heartbeat {
             tokio::select! { _ = tick.tick() => {}, _ = stop.cancelled() => break }
             self.beat().await;
         }
-        if let Err(e) = self.store.remove_instance(&self.owner).await {
+        if let Err(e) = self.store.remove_instance(&self.instance_id).await {
             tracing::warn!(
                 error = format!("{e:#}"),
                 "could not remove this instance from reaper_instances"

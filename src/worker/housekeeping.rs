@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::deletion::DeletionOutcome;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{Store, chrono_duration};
@@ -23,6 +22,7 @@ pub struct Housekeeping {
     pub store: Store,
     pub config: Config,
     pub metrics: Arc<Metrics>,
+    pub clock: Clock,
 }
 
 impl Housekeeping {
@@ -37,26 +37,25 @@ impl Housekeeping {
             self.refresh_backlog().await;
             self.prune().await;
             if round % STATISTICS_EVERY_ROUNDS == 0 {
-                let analyzed = self.store.refresh_statistics().await;
-                self.metrics.database_result(&analyzed);
+                // A failure here is counted by the store and seen again by the next claim.
+                let _ = self.store.refresh_statistics().await;
             }
         }
     }
 
     async fn refresh_backlog(&self) {
-        let backlog = self.store.backlog(self.config.worker.stale_after).await;
-        self.metrics.database_result(&backlog);
-        let Ok((open, earliest_due)) = backlog else { return };
-        let age = earliest_due.and_then(|due| (Utc::now() - due).to_std().ok());
+        let Ok((open, earliest_due)) = self.store.backlog(self.config.worker.stale_after).await else {
+            return;
+        };
+        let age = earliest_due.and_then(|due| (self.clock.now() - due).to_std().ok());
         self.metrics.set_backlog(open, age);
         let counts = self.metrics.outcome_counts();
-        let count = |wanted| counts.iter().find(|(o, _)| *o == wanted).map_or(0, |(_, n)| *n);
         crate::systemd::notify_status(&format!(
             "deleted {} gone {} failed {} invalid {}; in flight {}; backlog {open}",
-            count(DeletionOutcome::Deleted),
-            count(DeletionOutcome::Gone),
-            count(DeletionOutcome::Failed),
-            count(DeletionOutcome::Invalid),
+            counts.deleted,
+            counts.gone,
+            counts.failed,
+            counts.invalid,
             self.metrics.in_flight_now(),
         ));
     }
@@ -65,12 +64,10 @@ impl Housekeeping {
         let Some(keep) = self.config.retention.finished else {
             return;
         };
-        let cutoff = Utc::now() - chrono_duration(keep);
+        let cutoff = self.clock.now() - chrono_duration(keep);
         let mut pruned = 0;
         for _ in 0..PRUNE_BATCHES_PER_ROUND {
-            let batch = self.store.prune(cutoff, PRUNE_BATCH).await;
-            self.metrics.database_result(&batch);
-            match batch {
+            match self.store.prune(cutoff, PRUNE_BATCH).await {
                 Ok(0) => break,
                 Ok(n) => pruned += n,
                 Err(e) => {

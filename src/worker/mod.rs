@@ -1,57 +1,71 @@
-//! The daemon's work loop: claim due rows in batches, hand each to a worker slot, write the
-//! outcomes back, and stop cleanly.
+//! The daemon's work loop: a feeder claims due rows into a short queue, worker slots delete
+//! them, outcome writers record the results, and the whole stops cleanly.
 //!
 //! Shutdown is a parameter (a `CancellationToken`), so tests and `demo` drive it themselves.
 
 mod backoff;
 mod deletion;
+mod feeder;
 mod gate;
 mod heartbeat;
 mod held;
 mod housekeeping;
 mod limiter;
+mod outage;
 mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::RetryPolicy;
-pub use deletion::{DEFAULT_429_PAUSE, Deleter, DeletionOutcome, Stop};
+pub use deletion::{DEFAULT_429_PAUSE, Deleter, Stop};
+pub use feeder::{ClaimOutcome, FeedState, QueueSizing};
 pub use gate::{Gate, Pass, Reopen};
+pub use heartbeat::hostname;
 pub use housekeeping::PRUNE_BATCH;
 pub use limiter::Limiter;
+pub use outage::{Backoff, Outage};
 
 use crate::api::ApiClient;
+use crate::clock::Clock;
 use crate::config::Config;
+use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::store::{ClaimRequest, ClaimedRow, OutcomeWrite, Store};
+use crate::store::{ClaimedRow, OutcomeWrite, Store};
 use crate::systemd::Watchdog;
 
-/// How long the run waits after a failed claim before trying again, at most.
-const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(10);
 /// Longest the loop waits without turning (liveness and the systemd watchdog see each turn).
 const TICK: Duration = Duration::from_secs(1);
 /// The writer's last chance at shutdown, even when the grace is spent.
 const WRITER_FLOOR: Duration = Duration::from_secs(1);
-/// Longest idle nap in `RunMode::UntilDone`.
-const UNTIL_DONE_NAP: Duration = Duration::from_millis(250);
 
 /// When `run` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunMode {
-    /// Until shutdown.
+    /// Until shutdown (`demo` cancels its own token once nothing is open).
     Daemon,
     /// Rows due at the start, then exit (cron, Kubernetes Jobs); later retries wait for the next run.
     Once,
-    /// Until no open row is left at all, retries included (`demo`).
-    UntilDone,
+}
+
+/// A turn of the work loop, seen by `/livez` and systemd's watchdog.
+pub struct Tick {
+    health: Arc<Health>,
+    /// Pets systemd's watchdog from the loop itself, so a stuck loop gets the service restarted.
+    watchdog: Watchdog,
+}
+
+impl Tick {
+    pub fn turn(&self) {
+        self.health.tick();
+        self.watchdog.pet();
+    }
 }
 
 /// One daemon process's work loop and its shared parts.
@@ -59,35 +73,44 @@ pub struct Reaper {
     store: Store,
     deleter: Arc<Deleter>,
     config: Config,
-    /// Lease owner written into claimed rows and instance id; unique per process run.
-    owner: String,
+    /// This process run's name: its row in `reaper_instances` and the `lease_owner` of the rows
+    /// it holds. Unique per process run.
+    instance_id: String,
     metrics: Arc<Metrics>,
-    /// Pets systemd's watchdog from the loop itself, so a stuck loop gets the service restarted.
-    watchdog: Watchdog,
+    tick: Tick,
+    clock: Clock,
     /// Rows claimed and not yet written back: what the heartbeat renews.
     held: Arc<held::Held>,
 }
 
 impl Reaper {
-    pub fn new(config: Config, store: Store, api: ApiClient, metrics: Arc<Metrics>) -> Self {
+    /// Wires the parts together; every store call from here on is metered into `metrics`/`health`.
+    pub fn new(config: Config, store: Store, api: ApiClient, metrics: Arc<Metrics>, health: Arc<Health>) -> Self {
+        let clock = Clock::system();
         let deleter = Deleter {
             api,
             gate: Gate::default(),
-            limiter: Limiter::new(config.worker.rate_per_second, config.worker.burst),
+            limiter: Arc::new(Limiter::new(config.worker.rate_per_second, config.worker.burst)),
             policy: RetryPolicy::from(&config.retry),
             quota_pause: config.retry.quota_pause,
             key_pause: config.retry.key_pause,
             metrics: metrics.clone(),
+            health: health.clone(),
+            clock: clock.clone(),
         };
         metrics.set_rate_limit(config.worker.rate_per_second);
-        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let instance_id = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
         Self {
-            store,
+            store: store.metered(metrics.store_counters(), health.clone()),
             deleter: Arc::new(deleter),
             config,
-            owner,
+            instance_id,
             metrics,
-            watchdog: Watchdog::from_env(),
+            tick: Tick {
+                health,
+                watchdog: Watchdog::from_env(),
+            },
+            clock,
             held: Arc::default(),
         }
     }
@@ -104,60 +127,62 @@ impl Reaper {
 
     async fn run_here(self, mode: RunMode, shutdown: CancellationToken) -> anyhow::Result<()> {
         let worker = &self.config.worker;
-        let batch_size = worker.batch_size as usize;
+        // Fired when the grace runs out: requests still running are abandoned, and outcomes the
+        // database still refuses are dropped (their rows come free when the leases run out).
+        let grace_over = CancellationToken::new();
+        // Stops the heartbeat and housekeeping, last of all.
+        let background = CancellationToken::new();
         let stop = Stop {
-            starting: shutdown.clone(),
-            in_flight: CancellationToken::new(),
+            no_new_requests: shutdown.clone(),
+            abandon_in_flight: grace_over.clone(),
         };
-        let give_up = CancellationToken::new();
         let (outcomes, writer) = writer::Writer {
             store: self.store.clone(),
-            owner: self.owner.clone(),
-            batch_size,
+            instance_id: self.instance_id.clone(),
+            batch_size: worker.batch_size as usize,
             metrics: self.metrics.clone(),
-            give_up: give_up.clone(),
+            give_up: grace_over.clone(),
             held: self.held.clone(),
         }
         .spawn();
-        let started = Utc::now();
+        let started = self.clock.now();
         let heartbeat = heartbeat::Heartbeat {
             store: self.store.clone(),
-            owner: self.owner.clone(),
+            instance_id: self.instance_id.clone(),
             host: heartbeat::hostname(),
             started_at: started,
             worker: worker.clone(),
-            deleter: self.deleter.clone(),
+            limiter: self.deleter.limiter.clone(),
             metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
             held: self.held.clone(),
         };
         heartbeat.beat().await;
-        let analyzed = self.store.refresh_statistics().await;
-        self.metrics.database_result(&analyzed);
-        if let Err(e) = analyzed {
+        if let Err(e) = self.store.refresh_statistics().await {
             tracing::warn!(error = format!("{e:#}"), "could not refresh the table's statistics");
         }
-        let background = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat.run(background.clone()));
         let housekeeping = housekeeping::Housekeeping {
             store: self.store.clone(),
             config: self.config.clone(),
             metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
         };
         let housekeeping = tokio::spawn(housekeeping.run(background.clone()));
 
         // Claimed rows wait in a short queue that the workers take from; the feeder tops it up a
-        // whole batch at a time, so one claim serves many deletions.
-        let ahead = Ahead::new(worker.batch_size, worker.rate_per_second);
-        let (queue, taken) = flume::bounded::<ClaimedRow>(ahead.capacity);
-        let refill = Arc::new(Notify::new());
+        // whole claim at a time, so one claim serves many deletions.
+        let sizing = QueueSizing::new(worker.batch_size, worker.rate_per_second);
+        let (queue, taken) = flume::bounded::<ClaimedRow>(sizing.capacity);
+        let room = feeder::RoomSignal {
+            notify: Arc::new(Notify::new()),
+            sizing,
+        };
         let mut workers = JoinSet::new();
         for _ in 0..worker.concurrency {
             workers.spawn(work(
                 taken.clone(),
-                Refill {
-                    notify: refill.clone(),
-                    ahead,
-                },
+                room.clone(),
                 self.deleter.clone(),
                 stop.clone(),
                 outcomes.clone(),
@@ -165,11 +190,26 @@ impl Reaper {
             ));
         }
         drop(taken);
-        tracing::info!(owner = %self.owner, backend = self.store.backend(), concurrency = worker.concurrency,
-            rate_per_second = self.deleter.limiter.rate(), claim_ahead = ahead.capacity, ?mode, "reaper started");
-        self.feed(&queue, &refill, ahead, mode, started, &shutdown).await;
-        // Workers drain what is queued (after shutdown, by releasing it) and stop.
-        drop(queue);
+        tracing::info!(instance_id = %self.instance_id, backend = self.store.backend(), concurrency = worker.concurrency,
+            rate_per_second = self.deleter.limiter.rate(), claim_ahead = sizing.capacity, ?mode, "reaper started");
+        feeder::Feeder {
+            store: &self.store,
+            instance_id: &self.instance_id,
+            worker,
+            gate: &self.deleter.gate,
+            clock: &self.clock,
+            metrics: &self.metrics,
+            held: &self.held,
+            tick: &self.tick,
+            queue,
+            room,
+            mode,
+            started,
+        }
+        .run(&shutdown)
+        .await;
+        // The feeder dropped the queue: workers drain what is queued (after shutdown, by
+        // releasing it) and stop.
 
         if shutdown.is_cancelled() {
             tracing::info!(
@@ -181,18 +221,17 @@ impl Reaper {
         // One deadline for everything: requests in flight, then the writer, within `shutdown.grace`.
         let grace = self.config.shutdown.grace;
         let deadline = Instant::now() + grace;
-        let (abandon, give_up_writes) = (stop.in_flight.clone(), give_up.clone());
-        let grace_timer = tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            // Requests still running are abandoned; outcomes the database still refuses are
-            // dropped (their rows come free when the leases run out) so the exit is bounded.
-            abandon.cancel();
-            give_up_writes.cancel();
+        let grace_timer = tokio::spawn({
+            let grace_over = grace_over.clone();
+            async move {
+                tokio::time::sleep(grace).await;
+                grace_over.cancel();
+            }
         });
         loop {
             tokio::select! {
                 joined = workers.join_next() => if joined.is_none() { break },
-                _ = tokio::time::sleep(TICK) => self.tick(),
+                _ = tokio::time::sleep(TICK) => self.tick.turn(),
             }
         }
         drop(outcomes);
@@ -200,259 +239,38 @@ impl Reaper {
         let mut writer = writer;
         let remaining = deadline.saturating_duration_since(Instant::now()).max(WRITER_FLOOR);
         if tokio::time::timeout(remaining, &mut writer).await.is_err() {
-            give_up.cancel();
+            grace_over.cancel();
             writer.await.ok();
         }
         grace_timer.abort();
         background.cancel();
         heartbeat.await.ok();
         housekeeping.await.ok();
-        let ran_for = (Utc::now() - started).to_std().unwrap_or_default();
+        let ran_for = (self.clock.now() - started).to_std().unwrap_or_default();
         self.metrics.log_summary(0, ran_for.as_secs_f64());
         tracing::info!("reaper stopped");
         Ok(())
     }
-
-    /// The loop turned: liveness for `/livez`, and systemd's watchdog.
-    fn tick(&self) {
-        self.metrics.tick();
-        self.watchdog.pet();
-    }
-
-    /// Keeps the queue of claimed rows topped up until `mode` is satisfied or shutdown fires.
-    /// A claim waits until a whole claim fits in the queue, then takes it.
-    async fn feed(
-        &self,
-        queue: &flume::Sender<ClaimedRow>,
-        refill: &Notify,
-        ahead: Ahead,
-        mode: RunMode,
-        started: DateTime<Utc>,
-        shutdown: &CancellationToken,
-    ) {
-        let worker = &self.config.worker;
-        let mut outage: Option<Duration> = None;
-        let mut idle = mode == RunMode::Daemon;
-        // The last claim found nothing although a row looked due (e.g. one only its own lease
-        // holds): wait at least a tick before asking again instead of spinning.
-        let mut claimed_nothing = false;
-        loop {
-            if !self.until_room(queue, refill, ahead.refill_at(), shutdown).await {
-                return;
-            }
-            if idle && mode == RunMode::UntilDone {
-                // `demo` waits only for its own retries, seconds apart, then claims to find out
-                // whether anything is left (the status check below ends the run).
-                if !self.nap_until(Instant::now() + UNTIL_DONE_NAP, shutdown).await {
-                    return;
-                }
-            } else if idle {
-                match self.due_now(worker.poll_interval, claimed_nothing, shutdown).await {
-                    Some(true) => {}
-                    Some(false) => continue,
-                    None => return,
-                }
-            }
-            if let Some(until) = self.deleter.gate.closed_until() {
-                // No point leasing rows the pool may not send yet.
-                if !self.nap_until(until, shutdown).await {
-                    return;
-                }
-            }
-            let limit = ahead.claim;
-            let now = Utc::now();
-            let request = ClaimRequest {
-                owner: &self.owner,
-                now,
-                lease: worker.lease,
-                due_by: if mode == RunMode::Once { started } else { now },
-                stale_after: worker.stale_after,
-                limit: limit as u32,
-            };
-            let claimed = self.store.claim(&request).await;
-            self.metrics.database_result(&claimed);
-            let rows = match claimed {
-                Ok(rows) => rows,
-                Err(e) => {
-                    let wait = outage.map_or(Duration::from_millis(200), |w| (w * 2).min(MAX_CLAIM_BACKOFF));
-                    if outage.is_none() {
-                        tracing::error!(
-                            error = format!("{e:#}"),
-                            "database unavailable: claiming stops until it is back"
-                        );
-                    }
-                    outage = Some(wait);
-                    if !self.nap_until(Instant::now() + wait, shutdown).await {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            if outage.take().is_some() {
-                tracing::info!("database is back: claiming resumes");
-            }
-            let full = rows.len() == limit;
-            claimed_nothing = rows.is_empty();
-            idle = false;
-            self.held.add(rows.iter().map(|row| row.id));
-            for row in rows {
-                if row.taken_over {
-                    self.metrics.takeover();
-                }
-                // Only the feeder adds to the queue and it claimed no more than the free room,
-                // so this never waits; it fails only if every worker is gone.
-                if queue.try_send(row).is_err() {
-                    return;
-                }
-            }
-            if full {
-                continue;
-            }
-            // Nothing (more) due now.
-            match mode {
-                RunMode::Daemon => idle = true,
-                // Everything due at the start is claimed; later retries wait for the next run.
-                RunMode::Once => return,
-                RunMode::UntilDone if !queue.is_empty() || self.metrics.in_flight_now() > 0 => {
-                    tokio::select! {
-                        _ = refill.notified() => {}
-                        _ = tokio::time::sleep(TICK) => self.tick(),
-                        _ = shutdown.cancelled() => return,
-                    }
-                }
-                RunMode::UntilDone => match self.store.status(Utc::now(), worker.stale_after).await {
-                    Ok(status) if status.open() == 0 => return,
-                    _ => idle = true,
-                },
-            }
-        }
-    }
-
-    /// Waits until the queue holds at most `refill_at` rows; false on shutdown. Turns the loop
-    /// every `TICK` while the workers are busy.
-    async fn until_room(
-        &self,
-        queue: &flume::Sender<ClaimedRow>,
-        refill: &Notify,
-        refill_at: usize,
-        shutdown: &CancellationToken,
-    ) -> bool {
-        loop {
-            self.tick();
-            if shutdown.is_cancelled() {
-                return false;
-            }
-            if queue.len() <= refill_at {
-                return true;
-            }
-            tokio::select! {
-                _ = refill.notified() => {}
-                _ = shutdown.cancelled() => return false,
-                _ = tokio::time::sleep(TICK) => {}
-            }
-        }
-    }
-
-    /// Sleeps until `until` in turns of at most `TICK`; false when shutdown came first.
-    async fn nap_until(&self, until: Instant, shutdown: &CancellationToken) -> bool {
-        loop {
-            self.tick();
-            let now = Instant::now();
-            if now >= until {
-                return !shutdown.is_cancelled();
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(until.min(now + TICK)) => {}
-                _ = shutdown.cancelled() => return false,
-            }
-        }
-    }
-
-    /// One query for the earliest due row: `Some(true)` if something is due now, otherwise a nap
-    /// until it is due (at most `poll`) and `Some(false)`; `None` when shutdown came first. An idle
-    /// daemon thus makes one query per poll interval and no claim at all.
-    async fn due_now(&self, poll: Duration, claimed_nothing: bool, shutdown: &CancellationToken) -> Option<bool> {
-        let next = self.store.next_due(self.config.worker.stale_after).await;
-        self.metrics.database_result(&next);
-        let due_in = match next {
-            Ok(Some(due)) => Some((due - Utc::now()).to_std().unwrap_or(Duration::ZERO)),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), "could not look up the next due session");
-                None
-            }
-        };
-        // After a claim that found nothing, wait at least a tick before the next one.
-        let floor = if claimed_nothing {
-            TICK.min(poll)
-        } else {
-            Duration::ZERO
-        };
-        let (wait, due) = match due_in {
-            // Due within this nap: sleep until then (at least the floor), then claim.
-            Some(due_in) if due_in <= poll => (due_in.max(floor), true),
-            _ => (poll, false),
-        };
-        if wait.is_zero() {
-            return (!shutdown.is_cancelled()).then_some(due);
-        }
-        self.nap_until(Instant::now() + wait, shutdown).await.then_some(due)
-    }
 }
 
-/// The queue of claimed rows waiting for a worker.
-#[derive(Debug, Clone, Copy)]
-struct Ahead {
-    /// Rows the queue holds at most: two batches, so a whole batch can be claimed while the
-    /// workers still have one to go on, but no more than a second's worth of the rate limit
-    /// (queued rows hold leases other replicas could use).
-    capacity: usize,
-    /// Rows per claim: a batch, or half the queue when the rate limit keeps it short.
-    claim: usize,
-}
-
-impl Ahead {
-    fn new(batch_size: u32, rate_per_second: u32) -> Self {
-        let (batch, rate) = (batch_size.max(1) as usize, rate_per_second.max(1) as usize);
-        let capacity = (2 * batch).min(rate);
-        Self {
-            capacity,
-            claim: batch.min(capacity.div_ceil(2)),
-        }
-    }
-
-    /// The feeder claims once the queue is down to this many rows.
-    fn refill_at(self) -> usize {
-        self.capacity - self.claim
-    }
-}
-
-/// Wakes the feeder when the queue has drained to where a claim fits (`Ahead::refill_at`).
-struct Refill {
-    notify: Arc<Notify>,
-    ahead: Ahead,
-}
-
-/// One worker: takes claimed rows one at a time until the queue is closed and empty. It hands
-/// each outcome to the writer before taking the next row, which bounds what a crash can lose
-/// to the workers plus the writer's queue.
+/// One worker slot: takes claimed rows one at a time until the queue is closed and empty. It
+/// hands each outcome to the writer before taking the next row, which bounds what a crash can
+/// lose to the workers plus the writer's queue.
 async fn work(
     taken: flume::Receiver<ClaimedRow>,
-    refill: Refill,
+    room: feeder::RoomSignal,
     deleter: Arc<Deleter>,
     stop: Stop,
     outcomes: mpsc::Sender<OutcomeWrite>,
     metrics: Arc<Metrics>,
 ) {
     while let Ok(row) = taken.recv_async().await {
-        if taken.len() <= refill.ahead.refill_at() {
-            refill.notify.notify_one();
-        }
+        room.taken(taken.len());
         metrics.in_flight(1);
         let (_, write) = deleter.delete(&row, &stop).await;
         // The writer outlives every worker: it stops only when all senders are gone.
         let _ = outcomes.send(write).await;
         metrics.in_flight(-1);
     }
-    refill.notify.notify_one();
+    room.notify.notify_one();
 }

@@ -14,7 +14,6 @@
 //! being written (one on SQLite, two on PostgreSQL).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc};
@@ -22,13 +21,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::held::Held;
+use super::outage::{Backoff, Outage};
 use crate::metrics::Metrics;
 use crate::store::{OutcomeWrite, Store};
 
 /// How long a partial batch waits for company before it is written.
 const FLUSH_AFTER: Duration = Duration::from_millis(20);
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Waits between retries of a batch while the database is away: the first and the most.
+const WRITE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
 /// The receiving end, shared: a writer holds it while it collects a batch, not while it writes.
 type Outcomes = Arc<Mutex<mpsc::Receiver<OutcomeWrite>>>;
@@ -37,7 +37,7 @@ type Outcomes = Arc<Mutex<mpsc::Receiver<OutcomeWrite>>>;
 #[derive(Clone)]
 pub struct Writer {
     pub store: Store,
-    pub owner: String,
+    pub instance_id: String,
     pub batch_size: usize,
     pub metrics: Arc<Metrics>,
     /// Fired when shutdown can wait no longer: a batch the database still refuses is then
@@ -54,7 +54,10 @@ impl Writer {
         let (tx, rx) = mpsc::channel(self.batch_size);
         let rx: Outcomes = Arc::new(Mutex::new(rx));
         // One outage, reported once, whichever writer meets it first.
-        let outage = Arc::new(AtomicBool::new(false));
+        let outage = Arc::new(Outage::new(
+            "database unavailable: holding outcomes and retrying",
+            "database is back: held outcomes written",
+        ));
         let writers: Vec<_> = (0..self.store.outcome_writers())
             .map(|_| tokio::spawn(self.clone().write_batches(rx.clone(), outage.clone())))
             .collect();
@@ -66,7 +69,7 @@ impl Writer {
         (tx, all)
     }
 
-    async fn write_batches(self, rx: Outcomes, outage: Arc<AtomicBool>) {
+    async fn write_batches(self, rx: Outcomes, outage: Arc<Outage>) {
         let mut batch = Vec::with_capacity(self.batch_size);
         loop {
             {
@@ -88,18 +91,14 @@ impl Writer {
         }
     }
 
-    /// Writes one batch, retrying while the database is away. `outage` says whether one is
-    /// going on, so it is reported once, not once per batch or per writer.
-    async fn write(&self, batch: &[OutcomeWrite], outage: &AtomicBool) {
-        let mut backoff = FIRST_BACKOFF;
+    /// Writes one batch, retrying while the database is away. `outage` is shared by the
+    /// writers, so an outage is reported once, not once per batch or per writer.
+    async fn write(&self, batch: &[OutcomeWrite], outage: &Outage) {
+        let mut backoff = Backoff::new(WRITE_BACKOFF.0, WRITE_BACKOFF.1);
         loop {
-            let result = self.store.write_outcomes(&self.owner, batch).await;
-            self.metrics.database_result(&result);
-            match result {
+            match self.store.write_outcomes(&self.instance_id, batch).await {
                 Ok(written) => {
-                    if outage.swap(false, Ordering::Relaxed) {
-                        tracing::info!(held = batch.len(), "database is back; held outcomes written");
-                    }
+                    outage.succeeded();
                     let lost = batch.len() as u64 - written.min(batch.len() as u64);
                     if lost > 0 {
                         self.metrics.lost_leases(lost);
@@ -108,13 +107,7 @@ impl Writer {
                     return;
                 }
                 Err(e) => {
-                    if !outage.swap(true, Ordering::Relaxed) {
-                        tracing::error!(
-                            error = format!("{e:#}"),
-                            held = batch.len(),
-                            "database unavailable; holding outcomes and retrying"
-                        );
-                    }
+                    outage.failed(&e);
                     if self.give_up.is_cancelled() {
                         tracing::error!(
                             dropped = batch.len(),
@@ -124,10 +117,9 @@ impl Writer {
                         return;
                     }
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(backoff.next_wait()) => {}
                         _ = self.give_up.cancelled() => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }

@@ -84,7 +84,7 @@ impl TestDb {
     /// Drops the per-test PostgreSQL database (SQLite files go with their temp dir).
     pub async fn cleanup(self) {
         let Some(name) = self.postgres_name else { return };
-        if let Store::Postgres(_) = &self.store {
+        if self.store.backend() == "postgres" {
             drop(self.store);
             let admin_url =
                 std::env::var("SESSION_REAPER_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES_ADMIN_URL.to_owned());

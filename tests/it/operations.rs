@@ -242,7 +242,7 @@ async fn requeue_moves_failed_rows_back_and_prune_deletes_old_finished_rows() {
     let claimed = db
         .store
         .claim(&session_reaper::store::ClaimRequest {
-            owner: "test",
+            instance_id: "test",
             now: Utc::now(),
             lease: Duration::from_secs(30),
             due_by: Utc::now(),

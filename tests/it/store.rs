@@ -17,7 +17,7 @@ fn t0() -> DateTime<Utc> {
 
 fn claim_at<'a>(owner: &'a str, now: DateTime<Utc>, limit: u32) -> ClaimRequest<'a> {
     ClaimRequest {
-        owner,
+        instance_id: owner,
         now,
         lease: LEASE,
         due_by: now,

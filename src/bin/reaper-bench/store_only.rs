@@ -38,7 +38,7 @@ async fn claim_and_write(db: &Db, claim_limit: u32, batch: usize, bound: Duratio
     let store = Store::connect(&db.url()).await?;
     let owner = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let due_by = Utc::now();
-    store.ping().await?;
+    store.next_due(std::time::Duration::ZERO).await?;
     let backends = |db: &Db| db.postgres_name().map(crate::noise::backend_ticks).unwrap_or_default();
     let (cpu_before, pg_before) = (own_cpu(), backends(db));
     let started = Instant::now();
@@ -65,7 +65,7 @@ async fn claim_and_write(db: &Db, claim_limit: u32, batch: usize, bound: Duratio
             let now = Utc::now();
             let rows = store
                 .claim(&ClaimRequest {
-                    owner: &owner,
+                    instance_id: &owner,
                     now,
                     lease: LEASE,
                     due_by,

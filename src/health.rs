@@ -1,0 +1,61 @@
+//! What `/livez` and `/readyz` answer from: the work loop's last turn, whether the last database
+//! round trip succeeded, and whether the API has rejected the key. Kept apart from the metrics:
+//! these are facts the process acts on, not numbers for Prometheus.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct Health {
+    /// Unix milliseconds of the work loop's last turn (for `/livez` and the watchdog).
+    last_tick_ms: AtomicI64,
+    /// The API rejected our key and no probe has succeeded since (for `/readyz`).
+    key_rejected: AtomicBool,
+    /// The last database round trip succeeded (for `/readyz`); written by the metered store.
+    database_ok: AtomicBool,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            last_tick_ms: AtomicI64::new(now_ms()),
+            key_rejected: AtomicBool::new(false),
+            database_ok: AtomicBool::new(true),
+        }
+    }
+}
+
+impl Health {
+    /// The work loop turned.
+    pub fn tick(&self) {
+        self.last_tick_ms.store(now_ms(), Relaxed);
+    }
+
+    /// Time since the work loop last turned.
+    pub fn since_tick(&self) -> Duration {
+        Duration::from_millis(u64::try_from(now_ms() - self.last_tick_ms.load(Relaxed)).unwrap_or(0))
+    }
+
+    pub fn set_database_ok(&self, ok: bool) {
+        self.database_ok.store(ok, Relaxed);
+    }
+
+    pub fn set_key_rejected(&self, rejected: bool) {
+        self.key_rejected.store(rejected, Relaxed);
+    }
+
+    /// Why this process is not ready, if it is not.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if !self.database_ok.load(Relaxed) {
+            Some("database unreachable")
+        } else if self.key_rejected.load(Relaxed) {
+            Some("the API rejected the apikey")
+        } else {
+            None
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

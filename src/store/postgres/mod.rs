@@ -1,0 +1,106 @@
+//! PostgreSQL backend: for production and several replicas on one table. Claims take
+//! `FOR UPDATE SKIP LOCKED`, so replicas never wait on each other's rows; outcome batches are one
+//! `UPDATE ... FROM UNNEST(...)` round trip; migrations hold sqlx's advisory lock, so replicas
+//! starting together apply them once.
+
+mod claims;
+mod instances;
+mod maintenance;
+mod outcomes;
+mod reports;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row};
+
+use super::rows::{self, ReadRow};
+use super::types::{self as types};
+use super::{
+    ClaimRequest, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Requeue, SessionRow, State, StatusReport,
+    chrono_duration,
+};
+
+/// The two outcome writers, heartbeat, housekeeping and spares (claims have their own pool).
+const MAX_CONNECTIONS: u32 = 6;
+/// Outcomes per UPDATE: a batch of the default size is one statement; larger ones are split so
+/// one statement's arrays stay moderate. (Until sqlx's sockets had TCP_NODELAY again, see
+/// `vendor/README.md`, chunks of 96 kept each message inside one TLS record, because a second
+/// record waited ~40 ms for the server's delayed ACK.)
+const OUTCOME_CHUNK: usize = 1024;
+/// How long a query waits for a free connection before the outage is reported.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    /// Claims only, committed without waiting for the WAL flush (`synchronous_commit = off`):
+    /// the feeder waits on each claim, and a claim lost to a server crash only frees its rows
+    /// again. Outcomes stay on `pool`, durable as configured.
+    claims: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(url).context("Failed to parse the PostgreSQL URL")?;
+        let pool = |connections| {
+            PgPoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .after_release(|conn, _| Box::pin(async move { Ok(crate::store::reusable(conn)) }))
+        };
+        // Both at once: a connection's start-up is several round trips (more over TLS).
+        let (claims, pool) = tokio::try_join!(
+            pool(1).connect_with(options.clone().options([("synchronous_commit", "off")])),
+            pool(MAX_CONNECTIONS).connect_with(options),
+        )
+        .context("Failed to connect to PostgreSQL")?;
+        Ok(Self { pool, claims })
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        sqlx::migrate!("migrations/postgres")
+            .run(&self.pool)
+            .await
+            .context("Failed to migrate the PostgreSQL database")
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.claims.close().await;
+    }
+
+    pub async fn analyze(&self) -> anyhow::Result<()> {
+        sqlx::query("ANALYZE reaper_sessions")
+            .execute(&self.pool)
+            .await
+            .context("Failed to analyze reaper_sessions")?;
+        Ok(())
+    }
+}
+
+impl ReadRow for sqlx::postgres::PgRow {
+    fn text(&self, column: &str) -> anyhow::Result<Option<String>> {
+        self.try_get(column)
+            .with_context(|| format!("Failed to read {column} as text"))
+    }
+
+    fn int(&self, column: &str) -> anyhow::Result<Option<i64>> {
+        // INTEGER columns decode as i32 only; BIGINT ones as i64.
+        match self.try_get::<Option<i64>, _>(column) {
+            Ok(value) => Ok(value),
+            Err(_) => Ok(self
+                .try_get::<Option<i32>, _>(column)
+                .with_context(|| format!("Failed to read {column} as an integer"))?
+                .map(i64::from)),
+        }
+    }
+
+    fn time(&self, column: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+        self.try_get(column)
+            .with_context(|| format!("Failed to read {column} as a time"))
+    }
+}

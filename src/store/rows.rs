@@ -1,0 +1,82 @@
+//! Row mapping, written once for both backends. Each backend says how it reads a text, an
+//! integer and a time column (`ReadRow`); how a whole row becomes a `SessionRow` or an
+//! `InstanceRow` is decided here. Reading never panics: a value of the wrong type is an error that
+//! names the column.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+
+use super::types::{InstanceBeat, InstanceRow, SessionRow, State};
+use crate::outcome::{DeletionOutcome, OutcomeCounts};
+
+/// How one backend reads the three kinds of column the tables hold.
+pub(super) trait ReadRow {
+    fn text(&self, column: &str) -> anyhow::Result<Option<String>>;
+    fn int(&self, column: &str) -> anyhow::Result<Option<i64>>;
+    fn time(&self, column: &str) -> anyhow::Result<Option<DateTime<Utc>>>;
+
+    fn required_text(&self, column: &str) -> anyhow::Result<String> {
+        self.text(column)?.with_context(|| format!("{column} is NULL"))
+    }
+
+    fn required_int(&self, column: &str) -> anyhow::Result<i64> {
+        self.int(column)?.with_context(|| format!("{column} is NULL"))
+    }
+
+    fn required_time(&self, column: &str) -> anyhow::Result<DateTime<Utc>> {
+        self.time(column)?.with_context(|| format!("{column} is NULL"))
+    }
+}
+
+/// An integer column that must fit 32 bits.
+fn int32(value: Option<i64>, column: &str) -> anyhow::Result<Option<i32>> {
+    value
+        .map(|v| i32::try_from(v).with_context(|| format!("{column} = {v} does not fit 32 bits")))
+        .transpose()
+}
+
+pub(super) fn session_row(row: &impl ReadRow) -> anyhow::Result<SessionRow> {
+    let state = row.required_text("state")?;
+    Ok(SessionRow {
+        id: row.required_int("id")?,
+        session_id: row.required_text("session_id")?,
+        state: State::parse(&state).with_context(|| format!("state {state:?} is not a known state"))?,
+        delete_after: row.time("delete_after")?,
+        last_activity_at: row.time("last_activity_at")?,
+        attempts: int32(Some(row.required_int("attempts")?), "attempts")?.unwrap_or_default(),
+        next_attempt_at: row.time("next_attempt_at")?,
+        lease_owner: row.text("lease_owner")?,
+        lease_expires_at: row.time("lease_expires_at")?,
+        taken_over_from: row.text("taken_over_from")?,
+        last_http_status: int32(row.int("last_http_status")?, "last_http_status")?,
+        last_api_code: row.int("last_api_code")?,
+        last_error: row.text("last_error")?,
+        first_attempt_at: row.time("first_attempt_at")?,
+        last_attempt_at: row.time("last_attempt_at")?,
+        finished_at: row.time("finished_at")?,
+    })
+}
+
+pub(super) fn instance_row(row: &impl ReadRow) -> anyhow::Result<InstanceRow> {
+    let mut counts = Ok(());
+    let outcome_counts = OutcomeCounts::from_fn(|outcome: DeletionOutcome| {
+        row.required_int(outcome.label()).unwrap_or_else(|e| {
+            counts = Err(e);
+            0
+        })
+    });
+    counts?;
+    Ok(InstanceRow {
+        beat: InstanceBeat {
+            instance_id: row.required_text("instance_id")?,
+            host: row.required_text("host")?,
+            pid: int32(Some(row.required_int("pid")?), "pid")?.unwrap_or_default(),
+            version: row.required_text("version")?,
+            started_at: row.required_time("started_at")?,
+            in_flight: int32(Some(row.required_int("in_flight")?), "in_flight")?.unwrap_or_default(),
+            rate_limit: int32(Some(row.required_int("rate_limit")?), "rate_limit")?.unwrap_or_default(),
+            counts: outcome_counts,
+        },
+        heartbeat_at: row.required_time("heartbeat_at")?,
+    })
+}

@@ -1,0 +1,115 @@
+//! SQLite backend: the embedded default. WAL mode and a busy timeout let the application and
+//! the daemon write the same file; claims run in `BEGIN IMMEDIATE` so two daemons never lease
+//! the same row. Times are Unix epoch milliseconds.
+
+mod claims;
+mod instances;
+mod maintenance;
+mod outcomes;
+mod reports;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, SqlitePool};
+
+use super::rows::{self, ReadRow};
+use super::types::{self as types};
+use super::{
+    ClaimRequest, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Requeue, SessionRow, State, StatusReport,
+    chrono_duration,
+};
+
+/// How long a statement waits for another writer before failing with "database is locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections for reads (status, next due, housekeeping); writes have their own one.
+const READ_CONNECTIONS: u32 = 2;
+/// Outcomes per UPDATE statement (nine bound values each, far below SQLite's variable limit).
+const OUTCOME_CHUNK: usize = 500;
+/// Rows per multi-row INSERT (two bound values each, far below SQLite's variable limit).
+const ENQUEUE_CHUNK: usize = 2_000;
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    /// Reads: status, the next due time, listings.
+    pool: SqlitePool,
+    /// Every write goes through this one connection. SQLite lets one connection write at a time:
+    /// a second one sleeps in SQLite's busy handler (1, 2, 5 ms and more), and in WAL mode a
+    /// connection drops its whole page cache whenever another one has written. One writing
+    /// connection queues this process's writers without sleeping and keeps its cache warm; other
+    /// processes (the application) still meet the busy timeout.
+    writer: SqlitePool,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .context("Failed to parse the SQLite URL")?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable against process crashes in WAL mode, which is what we face.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = |connections| {
+            SqlitePoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(BUSY_TIMEOUT + Duration::from_secs(5))
+                .after_release(|conn, _| Box::pin(async move { Ok(crate::store::reusable(conn)) }))
+        };
+        // The writer first: it creates the file and switches it to WAL.
+        let writer = pool(1)
+            .connect_with(options.clone())
+            .await
+            .context("Failed to open the SQLite database")?;
+        // An in-memory database exists once per connection: there, the writer serves reads too.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let pool = if in_memory {
+            writer.clone()
+        } else {
+            pool(READ_CONNECTIONS)
+                .connect_with(options)
+                .await
+                .context("Failed to open the SQLite database")?
+        };
+        Ok(Self { pool, writer })
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        sqlx::migrate!("migrations/sqlite")
+            .run(&self.writer)
+            .await
+            .context("Failed to migrate the SQLite database")
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.writer.close().await;
+    }
+}
+
+impl ReadRow for sqlx::sqlite::SqliteRow {
+    fn text(&self, column: &str) -> anyhow::Result<Option<String>> {
+        self.try_get(column)
+            .with_context(|| format!("Failed to read {column} as text"))
+    }
+
+    fn int(&self, column: &str) -> anyhow::Result<Option<i64>> {
+        self.try_get(column)
+            .with_context(|| format!("Failed to read {column} as an integer"))
+    }
+
+    fn time(&self, column: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+        Ok(self.int(column)?.map(from_ms))
+    }
+}
