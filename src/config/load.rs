@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -17,68 +17,9 @@ use figment::{Figment, Metadata, Profile, Provider, Source};
 use reqwest::Url;
 use secrecy::SecretString;
 
+use super::defaults::*;
+use super::values::*;
 use super::*;
-
-/// Prefix of the environment variables; `__` separates nesting levels.
-pub const ENV_PREFIX: &str = "SESSION_REAPER_";
-const DEFAULT_SQLITE_FILE: &str = "session-reaper.db";
-/// Default data centre: the US one, as in the API page.
-const DEFAULT_DATA_CENTER: &str = "us";
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Sixteen requests in flight saturate the API long before they cost us anything.
-const DEFAULT_CONCURRENCY: usize = 16;
-/// The API documents no rate limit; 10/s keeps a quota safe while deleting 36,000 sessions an hour.
-const DEFAULT_RATE_PER_SECOND: u32 = 10;
-const DEFAULT_BURST: u32 = 10;
-/// How long a session may sit without activity before it is deleted.
-const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30 * 60);
-/// Short, because it is renewed while a request runs: a dead replica's rows move on within a minute.
-const DEFAULT_LEASE: Duration = Duration::from_secs(30);
-const DEFAULT_BATCH_SIZE: u32 = 64;
-const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
-const DEFAULT_MAX_ATTEMPTS: u32 = 8;
-const DEFAULT_BASE_DELAY: Duration = Duration::from_secs(1);
-const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(10 * 60);
-const DEFAULT_QUOTA_PAUSE: Duration = Duration::from_secs(15 * 60);
-const DEFAULT_KEY_PAUSE: Duration = Duration::from_secs(60);
-/// Shorter than systemd's default stop timeout (90 s) and Kubernetes' grace period (30 s).
-const DEFAULT_GRACE: Duration = Duration::from_secs(20);
-const DEFAULT_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
-/// Longest duration any setting accepts; beyond it time arithmetic would overflow.
-pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
-/// Most ids we ever send in one claim; bigger batches only hold leases longer.
-const MAX_BATCH_SIZE: u32 = 10_000;
-const MAX_CONCURRENCY: u128 = 4096;
-
-/// Every key a config may set; anything else is reported as unknown.
-const KNOWN_KEYS: &[&str] = &[
-    "database.url",
-    "api.data_center",
-    "api.base_url",
-    "api.apikey",
-    "api.apikey_file",
-    "api.timeout",
-    "api.connect_timeout",
-    "worker.concurrency",
-    "worker.rate_per_second",
-    "worker.burst",
-    "worker.stale_after",
-    "worker.lease",
-    "worker.batch_size",
-    "worker.poll_interval",
-    "retry.max_attempts",
-    "retry.base_delay",
-    "retry.max_delay",
-    "retry.quota_pause",
-    "retry.key_pause",
-    "shutdown.grace",
-    "log.format",
-    "log.level",
-    "log.summary_interval",
-    "http.listen",
-    "retention.finished",
-];
 
 /// Where configuration comes from; tests pass their own environment.
 pub struct Sources {
@@ -410,141 +351,4 @@ fn flatten(prefix: &str, dict: &Dict, out: &mut BTreeSet<String>) {
             }
         }
     }
-}
-
-/// Host of each data centre's API, as listed by the official SDKs.
-pub fn data_center_host(dc: &str) -> Option<&'static str> {
-    Some(match dc {
-        "us" => "api.office-integrator.com",
-        "eu" => "api.office-integrator.eu",
-        "in" => "api.office-integrator.in",
-        "cn" => "api.office-integrator.com.cn",
-        "au" => "api.office-integrator.com.au",
-        "jp" => "api.office-integrator.jp",
-        "sa" => "api.office-integrator.sa",
-        "ca" => "api.office-integrator.ca",
-        _ => return None,
-    })
-}
-
-/// Strings, and numbers written where a string was meant (environment variables arrive typed).
-fn text(v: &Value) -> Result<String, String> {
-    match v {
-        Value::String(_, s) => Ok(s.clone()),
-        Value::Num(_, n) => Ok(n
-            .to_u128()
-            .map(|u| u.to_string())
-            .or_else(|| n.to_i128().map(|i| i.to_string()))
-            .or_else(|| n.to_f64().map(|f| f.to_string()))
-            .unwrap_or_default()),
-        other => Err(format!("expected a string, found {}", kind(other))),
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::String(..) => "a string",
-        Value::Char(..) => "a character",
-        Value::Bool(..) => "a boolean",
-        Value::Num(..) => "a number",
-        Value::Empty(..) => "nothing",
-        Value::Dict(..) => "a table",
-        Value::Array(..) => "an array",
-    }
-}
-
-fn positive(v: &Value, max: u128) -> Result<u128, String> {
-    let n = match v {
-        Value::Num(_, n) => n.to_i128().ok_or_else(|| "expected a whole number".to_owned())?,
-        Value::String(_, s) => s
-            .trim()
-            .parse::<i128>()
-            .map_err(|_| format!("expected a whole number, found {s:?}"))?,
-        other => return Err(format!("expected a whole number, found {}", kind(other))),
-    };
-    if n < 1 || n as u128 > max {
-        return Err(format!("must be between 1 and {max}, found {n}"));
-    }
-    Ok(n as u128)
-}
-
-fn duration(v: &Value) -> Result<Duration, String> {
-    match v {
-        Value::String(_, s) if !s.is_empty() && s.trim().bytes().all(|b| b.is_ascii_digit()) => {
-            Err(format!("expected a duration with a unit, like \"{}s\"", s.trim()))
-        }
-        Value::String(_, s) => humantime::parse_duration(s.trim())
-            .map_err(|e| e.to_string())
-            .and_then(|d| {
-                if d > MAX_DURATION {
-                    Err(format!(
-                        "longer than the longest allowed, {}",
-                        humantime::format_duration(MAX_DURATION)
-                    ))
-                } else {
-                    Ok(d)
-                }
-            })
-            .map_err(|e| format!("expected a duration like 30s, 200ms or 15m, found {s:?} ({e})")),
-        Value::Num(..) => Err(format!("expected a duration with a unit, like \"{}s\"", text(v)?)),
-        other => Err(format!("expected a duration like \"30s\", found {}", kind(other))),
-    }
-}
-
-fn at_least(v: &Value, min: Duration) -> Result<Duration, String> {
-    let d = duration(v)?;
-    if d < min {
-        return Err(format!("must be at least {}", humantime::format_duration(min)));
-    }
-    Ok(d)
-}
-
-fn database_url(v: &Value) -> Result<String, String> {
-    let url = text(v)?;
-    let valid = if url.starts_with("sqlite:") {
-        sqlx::sqlite::SqliteConnectOptions::from_str(&url).is_ok()
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        sqlx::postgres::PgConnectOptions::from_str(&url).is_ok()
-    } else {
-        return Err("expected a URL starting with sqlite:, postgres:// or postgresql://".to_owned());
-    };
-    if valid {
-        Ok(url)
-    } else {
-        Err(format!("not a valid database URL: {:?}", redact_url(&url)))
-    }
-}
-
-fn base_url(raw: &str) -> Result<Url, String> {
-    let url = Url::parse(raw.trim_end_matches('/')).map_err(|e| format!("not a URL ({e})"))?;
-    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-        return Err("must not carry a query, a fragment or credentials".to_owned());
-    }
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if is_loopback(&url) => Ok(url),
-        "http" => Err("plain http:// would send the apikey in clear; use https:// \
-                       (http:// is allowed only to a loopback address)"
-            .to_owned()),
-        other => Err(format!("unsupported scheme {other:?}; use https://")),
-    }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    }
-}
-
-fn apikey(raw: String) -> Result<SecretString, String> {
-    if raw.is_empty() {
-        return Err("the apikey is empty".to_owned());
-    }
-    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("the apikey contains whitespace or control characters".to_owned());
-    }
-    Ok(SecretString::from(raw))
 }

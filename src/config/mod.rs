@@ -1,7 +1,9 @@
 //! Typed configuration: what the daemon runs with, with durations as `Duration` and the apikey
 //! as a secret. Loading, layering and validation live in [`load`].
 
+mod defaults;
 mod load;
+mod values;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,7 +11,9 @@ use std::time::Duration;
 use reqwest::Url;
 use secrecy::SecretString;
 
-pub use load::{ConfigErrors, MAX_DURATION, Sources, load};
+pub use defaults::{ENV_PREFIX, MAX_DURATION};
+pub use load::{ConfigErrors, Sources, load};
+pub use values::data_center_host;
 
 /// Exit code for bad configuration (sysexits `EX_CONFIG`); systemd is told not to restart on it.
 pub const EXIT_CONFIG: i32 = 78;

@@ -3,6 +3,7 @@
 mod canary;
 mod client;
 mod config;
+mod deletion;
 mod e2e;
 mod helpers;
 mod operations;
