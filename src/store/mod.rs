@@ -21,7 +21,8 @@ use prometheus_client::metrics::counter::Counter;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::{
-    ClaimRequest, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Requeue, SessionRow, State, StatusReport,
+    ClaimRequest, Claimed, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Requeue, STILL_DUE_FOR, SessionRow,
+    SetAside, State, StatusReport,
 };
 
 use crate::health::Health;
@@ -135,8 +136,21 @@ impl Store {
     }
 
     /// Leases up to `limit` due rows to `owner`, oldest first.
-    pub async fn claim(&self, request: &ClaimRequest<'_>) -> anyhow::Result<Vec<ClaimedRow>> {
+    /// Rows the daemon cannot read are marked `invalid` in the same claim (`Claimed::set_aside`).
+    pub async fn claim(&self, request: &ClaimRequest<'_>) -> anyhow::Result<Claimed> {
         metered!(self, s => s.claim(request))
+    }
+
+    /// Whether `instance_id` still holds row `id` and the row is still due at `now` (the
+    /// application may have recorded new activity since the claim).
+    pub async fn still_due(
+        &self,
+        instance_id: &str,
+        id: i64,
+        now: DateTime<Utc>,
+        stale_after: Duration,
+    ) -> anyhow::Result<bool> {
+        metered!(self, s => s.still_due(instance_id, id, now, stale_after))
     }
 
     /// Writes a batch of outcomes in one transaction; returns how many rows the lease let through.

@@ -6,7 +6,7 @@
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
-use super::types::{InstanceBeat, InstanceRow, SessionRow, State};
+use super::types::{InstanceBeat, InstanceRow, SessionRow, State, StatusReport};
 use crate::outcome::{DeletionOutcome, OutcomeCounts};
 
 /// How one backend reads the three kinds of column the tables hold.
@@ -79,4 +79,33 @@ pub(super) fn instance_row(row: &impl ReadRow) -> anyhow::Result<InstanceRow> {
         },
         heartbeat_at: row.required_time("heartbeat_at")?,
     })
+}
+
+/// `status` from its three reads: counts per state (`state`, `n`), the summary row (`in_flight`,
+/// `last_success`) and the latest error, if any (`last_attempt_at`, `last_error`). A state the
+/// daemon does not know (the schema's CHECK forbids it) is left out rather than failing.
+pub(super) fn status_report(
+    counts: &[impl ReadRow],
+    summary: &impl ReadRow,
+    last_error: Option<&impl ReadRow>,
+    earliest_due: Option<DateTime<Utc>>,
+) -> anyhow::Result<StatusReport> {
+    let mut report = StatusReport {
+        in_flight: summary.int("in_flight")?.unwrap_or(0),
+        last_success: summary.time("last_success")?,
+        earliest_due,
+        ..StatusReport::default()
+    };
+    for row in counts {
+        if let Some(state) = row.text("state")?.as_deref().and_then(State::parse) {
+            report.counts.insert(state, row.int("n")?.unwrap_or(0));
+        }
+    }
+    if let Some(row) = last_error {
+        report.last_error = Some((
+            row.required_time("last_attempt_at")?,
+            row.text("last_error")?.unwrap_or_default(),
+        ));
+    }
+    Ok(report)
 }

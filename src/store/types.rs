@@ -85,6 +85,31 @@ pub struct ClaimedRow {
     pub attempts: i32,
     /// The row was leased by someone else whose lease ran out (a crashed or stuck worker).
     pub taken_over: bool,
+    /// When the claim saw the row due. A row that waited longer than `STILL_DUE_FOR` since is
+    /// checked again right before its request (the application may have touched it meanwhile).
+    pub claimed_at: tokio::time::Instant,
+}
+
+/// How long a claim's verdict "this row is due" is trusted; older ones are checked again before
+/// the request goes out. This bounds the window between the application's commit (a session
+/// whose user came back) and a request that still deletes it.
+pub const STILL_DUE_FOR: Duration = Duration::from_millis(200);
+
+/// What one claim gave: rows to delete, and rows set aside because a column holds a value the
+/// daemon cannot use (they were marked `invalid` in the same transaction, with `last_error`
+/// naming the column and the problem).
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub rows: Vec<ClaimedRow>,
+    pub set_aside: Vec<SetAside>,
+}
+
+/// A row marked `invalid` at claim time instead of stopping the claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    pub id: i64,
+    /// Which column, and what is wrong with its value (never the whole session id).
+    pub problem: String,
 }
 
 /// One outcome to write back; applied only while the writing instance still holds the row's lease.

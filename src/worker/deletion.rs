@@ -16,7 +16,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::outcome::DeletionOutcome;
 use crate::session_id::{SessionId, printable};
-use crate::store::{ClaimedRow, OutcomeWrite, State};
+use crate::store::{ClaimedRow, OutcomeWrite, STILL_DUE_FOR, State, Store};
 
 /// Pause after a 429 that named no `Retry-After`.
 pub const DEFAULT_429_PAUSE: Duration = Duration::from_secs(5);
@@ -43,6 +43,16 @@ pub struct Deleter {
     /// Readiness: a rejected key makes `/readyz` fail until a probe succeeds.
     pub health: Arc<Health>,
     pub clock: Clock,
+    /// Checks a row again right before its request when the claim's verdict is older than
+    /// `STILL_DUE_FOR`; `None` trusts the claim (tests of the step alone).
+    pub recheck: Option<Recheck>,
+}
+
+/// Where a row's due-ness is checked again: the store, as this process.
+pub struct Recheck {
+    pub store: Store,
+    pub instance_id: String,
+    pub stale_after: Duration,
 }
 
 impl Deleter {
@@ -92,6 +102,12 @@ impl Deleter {
             let Some(pass) = self.admit(stop).await else {
                 return release;
             };
+            if !self.still_due(row).await {
+                if pass == Pass::Probe {
+                    self.gate.probe_abandoned()
+                }
+                return release;
+            }
             let started = Instant::now();
             let attempted_at = self.clock.now();
             let answer = tokio::select! {
@@ -126,6 +142,41 @@ impl Deleter {
                 }
             }
             return self.outcome_of(row, answer, attempted_at);
+        }
+    }
+
+    /// Whether the row may still be deleted, checked against the database when the claim's verdict
+    /// is older than `STILL_DUE_FOR` (it waited in the queue, a retry, a pause or the limiter).
+    /// A row whose user came back, or whose `delete_after` moved, goes back to waiting: no
+    /// request, no attempt charged. When the check itself fails, the row is not sent either.
+    async fn still_due(&self, row: &ClaimedRow) -> bool {
+        let Some(recheck) = &self.recheck else { return true };
+        if row.claimed_at.elapsed() <= STILL_DUE_FOR {
+            return true;
+        }
+        let now = self.clock.now();
+        match recheck
+            .store
+            .still_due(&recheck.instance_id, row.id, now, recheck.stale_after)
+            .await
+        {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::info!(
+                    row_id = row.id,
+                    "not deleted: the session is no longer due (new activity, a later delete_after, \
+                     or the row changed hands); it waits again, no attempt charged"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(
+                    row_id = row.id,
+                    error = format!("{e:#}"),
+                    "could not check that the session is still due: not sent, the row waits again"
+                );
+                false
+            }
         }
     }
 

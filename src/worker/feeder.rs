@@ -16,6 +16,7 @@ use super::{Gate, RunMode, Tick};
 use crate::clock::Clock;
 use crate::config::WorkerConfig;
 use crate::metrics::Metrics;
+use crate::outcome::DeletionOutcome;
 use crate::store::{ClaimRequest, ClaimedRow, Store};
 
 /// How long the feeder waits after a failed claim before trying again: the first and the most.
@@ -168,17 +169,23 @@ impl Feeder<'_> {
             stale_after: self.worker.stale_after,
             limit: limit as u32,
         };
-        let rows = match self.store.claim(&request).await {
-            Ok(rows) => rows,
+        let claimed = match self.store.claim(&request).await {
+            Ok(claimed) => claimed,
             Err(e) => {
                 outage.failed(&e);
                 return ClaimOutcome::Failed;
             }
         };
         outage.succeeded();
-        let claimed = rows.len();
-        self.held.add(rows.iter().map(|row| row.id));
-        for row in rows {
+        for aside in &claimed.set_aside {
+            // One line per row; the row is final (`invalid`), so it is never read again.
+            tracing::warn!(row_id = aside.id, problem = %aside.problem,
+                "row set aside as invalid: a column holds a value the daemon cannot use");
+            self.metrics.deletion(DeletionOutcome::Invalid);
+        }
+        let taken = claimed.rows.len() + claimed.set_aside.len();
+        self.held.add(claimed.rows.iter().map(|row| row.id));
+        for row in claimed.rows {
             if row.taken_over {
                 self.metrics.takeover();
             }
@@ -188,7 +195,7 @@ impl Feeder<'_> {
                 return ClaimOutcome::WorkersGone;
             }
         }
-        match claimed {
+        match taken {
             0 => ClaimOutcome::Nothing,
             n if n == limit => ClaimOutcome::Full,
             _ => ClaimOutcome::Drained,

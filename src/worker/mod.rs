@@ -97,11 +97,21 @@ impl Reaper {
             metrics: metrics.clone(),
             health: health.clone(),
             clock: clock.clone(),
+            recheck: None,
         };
         metrics.set_rate_limit(config.worker.rate_per_second);
         let instance_id = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let store = store.metered(metrics.store_counters(), health.clone());
+        let deleter = Deleter {
+            recheck: Some(deletion::Recheck {
+                store: store.clone(),
+                instance_id: instance_id.clone(),
+                stale_after: config.worker.stale_after,
+            }),
+            ..deleter
+        };
         Self {
-            store: store.metered(metrics.store_counters(), health.clone()),
+            store,
             deleter: Arc::new(deleter),
             config,
             instance_id,

@@ -28,6 +28,7 @@ fn row(session_id: &str, attempts: i32) -> ClaimedRow {
         session_id: session_id.to_owned(),
         attempts,
         taken_over: false,
+        claimed_at: tokio::time::Instant::now(),
     }
 }
 
@@ -57,6 +58,7 @@ fn deleter(base_url: &str) -> (Deleter, Arc<Metrics>, Arc<Health>) {
         metrics: metrics.clone(),
         health: health.clone(),
         clock: Clock::fixed(t0()),
+        recheck: None,
     };
     (deleter, metrics, health)
 }

@@ -250,7 +250,8 @@ async fn requeue_moves_failed_rows_back_and_prune_deletes_old_finished_rows() {
             limit: 2,
         })
         .await
-        .unwrap();
+        .unwrap()
+        .rows;
     let writes: Vec<OutcomeWrite> = claimed
         .iter()
         .map(|row| OutcomeWrite::Finish {

@@ -61,9 +61,9 @@ async fn a_claim_leases_due_rows_once_and_in_batches() {
         let store = &db.store;
         store.enqueue(&ids(5), t0()).await.unwrap();
         // Act
-        let first = store.claim(&claim_at("a", t0(), 3)).await.unwrap();
-        let second = store.claim(&claim_at("b", t0(), 10)).await.unwrap();
-        let third = store.claim(&claim_at("c", t0(), 10)).await.unwrap();
+        let first = store.claim(&claim_at("a", t0(), 3)).await.unwrap().rows;
+        let second = store.claim(&claim_at("b", t0(), 10)).await.unwrap().rows;
+        let third = store.claim(&claim_at("c", t0(), 10)).await.unwrap().rows;
         // Assert
         assert_eq!(first.len(), 3, "{}", db.name());
         assert_eq!(second.len(), 2, "{}", db.name());
@@ -82,7 +82,7 @@ async fn rows_not_yet_due_are_left_alone() {
             .await
             .unwrap();
         assert!(
-            store.claim(&claim_at("a", t0(), 10)).await.unwrap().is_empty(),
+            store.claim(&claim_at("a", t0(), 10)).await.unwrap().rows.is_empty(),
             "{}",
             db.name()
         );
@@ -90,7 +90,7 @@ async fn rows_not_yet_due_are_left_alone() {
             .claim(&claim_at("a", t0() + chrono::Duration::minutes(5), 10))
             .await
             .unwrap();
-        assert_eq!(later.len(), 2, "{}", db.name());
+        assert_eq!(later.rows.len(), 2, "{}", db.name());
         db.cleanup().await;
     }
 }
@@ -102,13 +102,13 @@ async fn a_session_becomes_due_when_its_activity_is_older_than_stale_after() {
         store.touch("active1", t0()).await.unwrap();
         let before = t0() + chrono::Duration::minutes(29);
         assert!(
-            store.claim(&claim_at("a", before, 10)).await.unwrap().is_empty(),
+            store.claim(&claim_at("a", before, 10)).await.unwrap().rows.is_empty(),
             "{}",
             db.name()
         );
         store.touch("active1", before).await.unwrap();
         let stale = before + chrono::Duration::minutes(30);
-        let claimed = store.claim(&claim_at("a", stale, 10)).await.unwrap();
+        let claimed = store.claim(&claim_at("a", stale, 10)).await.unwrap().rows;
         assert_eq!(claimed.len(), 1, "{}", db.name());
         assert_eq!(claimed[0].session_id, "active1");
         db.cleanup().await;
@@ -120,7 +120,7 @@ async fn an_expired_lease_is_taken_over_and_counted() {
     for db in backends().await {
         let store = &db.store;
         store.enqueue(&ids(1), t0()).await.unwrap();
-        let crashed = store.claim(&claim_at("crashed", t0(), 10)).await.unwrap();
+        let crashed = store.claim(&claim_at("crashed", t0(), 10)).await.unwrap().rows;
         // Still leased just before expiry, free right after it.
         let just_before = t0() + chrono::Duration::seconds(29);
         assert!(
@@ -128,12 +128,13 @@ async fn an_expired_lease_is_taken_over_and_counted() {
                 .claim(&claim_at("rescuer", just_before, 10))
                 .await
                 .unwrap()
+                .rows
                 .is_empty(),
             "{}",
             db.name()
         );
         let after = t0() + chrono::Duration::seconds(31);
-        let rescued = store.claim(&claim_at("rescuer", after, 10)).await.unwrap();
+        let rescued = store.claim(&claim_at("rescuer", after, 10)).await.unwrap().rows;
         assert_eq!(rescued.len(), 1, "{}", db.name());
         assert!(rescued[0].taken_over, "{}: takeover not flagged", db.name());
         // The crashed worker's late outcome must not overwrite the rescuer's lease.
@@ -159,7 +160,7 @@ async fn a_renewed_lease_is_not_taken_over() {
     for db in backends().await {
         let store = &db.store;
         store.enqueue(&ids(1), t0()).await.unwrap();
-        let claimed = store.claim(&claim_at("slow", t0(), 10)).await.unwrap();
+        let claimed = store.claim(&claim_at("slow", t0(), 10)).await.unwrap().rows;
         let held: Vec<i64> = claimed.iter().map(|row| row.id).collect();
         let renewed = store
             .renew_leases("slow", &held, t0() + chrono::Duration::seconds(60))
@@ -168,7 +169,7 @@ async fn a_renewed_lease_is_not_taken_over() {
         assert_eq!(renewed, 1, "{}", db.name());
         let at = t0() + chrono::Duration::seconds(45);
         assert!(
-            store.claim(&claim_at("other", at, 10)).await.unwrap().is_empty(),
+            store.claim(&claim_at("other", at, 10)).await.unwrap().rows.is_empty(),
             "{}",
             db.name()
         );
@@ -181,7 +182,7 @@ async fn a_renewal_extends_only_the_listed_leases_of_its_owner() {
     for db in backends().await {
         let store = &db.store;
         store.enqueue(&ids(3), t0()).await.unwrap();
-        let claimed = store.claim(&claim_at("slow", t0(), 10)).await.unwrap();
+        let claimed = store.claim(&claim_at("slow", t0(), 10)).await.unwrap().rows;
         let [a, b, c] = [claimed[0].id, claimed[1].id, claimed[2].id];
         let until = t0() + chrono::Duration::seconds(60);
         assert_eq!(
@@ -198,7 +199,7 @@ async fn a_renewal_extends_only_the_listed_leases_of_its_owner() {
         );
         // After the first lease ran out, only the row left out of the renewal comes free.
         let at = t0() + chrono::Duration::seconds(45);
-        let taken = store.claim(&claim_at("other", at, 10)).await.unwrap();
+        let taken = store.claim(&claim_at("other", at, 10)).await.unwrap().rows;
         assert_eq!(taken.iter().map(|r| r.id).collect::<Vec<_>>(), vec![c], "{}", db.name());
         assert!(taken[0].taken_over, "{}", db.name());
         db.cleanup().await;
@@ -215,7 +216,7 @@ async fn postgres_claims_rewrite_rows_without_touching_their_indexes() {
     };
     let n = 200;
     db.store.enqueue(&ids(n), t0()).await.unwrap();
-    let claimed = db.store.claim(&claim_at("a", t0(), n as u32)).await.unwrap();
+    let claimed = db.store.claim(&claim_at("a", t0(), n as u32)).await.unwrap().rows;
     assert_eq!(claimed.len(), n);
     // A backend reports its table statistics when it exits.
     db.store.close().await;
@@ -248,7 +249,7 @@ async fn outcomes_are_recorded_with_attempts_times_and_the_last_answer() {
     for db in backends().await {
         let store = &db.store;
         store.enqueue(&ids(3), t0()).await.unwrap();
-        let claimed = store.claim(&claim_at("me", t0(), 10)).await.unwrap();
+        let claimed = store.claim(&claim_at("me", t0(), 10)).await.unwrap().rows;
         let at = t0() + chrono::Duration::seconds(1);
         let retry_at = t0() + chrono::Duration::seconds(20);
         let written = store
@@ -298,14 +299,14 @@ async fn outcomes_are_recorded_with_attempts_times_and_the_last_answer() {
         );
 
         // The released row is due again at once, the retrying one only at its time.
-        let again = store.claim(&claim_at("me", at, 10)).await.unwrap();
+        let again = store.claim(&claim_at("me", at, 10)).await.unwrap().rows;
         assert_eq!(
             again.iter().map(|r| r.session_id.as_str()).collect::<Vec<_>>(),
             ["session0002"],
             "{}",
             db.name()
         );
-        let later = store.claim(&claim_at("me", retry_at, 10)).await.unwrap();
+        let later = store.claim(&claim_at("me", retry_at, 10)).await.unwrap().rows;
         assert_eq!(
             later.iter().map(|r| r.session_id.as_str()).collect::<Vec<_>>(),
             ["session0001"],
@@ -321,7 +322,7 @@ async fn a_finished_row_is_never_written_again() {
     for db in backends().await {
         let store = &db.store;
         store.enqueue(&ids(1), t0()).await.unwrap();
-        let claimed = store.claim(&claim_at("me", t0(), 1)).await.unwrap();
+        let claimed = store.claim(&claim_at("me", t0(), 1)).await.unwrap().rows;
         store
             .write_outcomes("me", &[finish(claimed[0].id, State::Gone, t0())])
             .await
@@ -342,7 +343,7 @@ async fn enqueue_ignores_duplicates_and_status_counts_states() {
         let store = &db.store;
         assert_eq!(store.enqueue(&ids(4), t0()).await.unwrap(), 4);
         assert_eq!(store.enqueue(&ids(6), t0()).await.unwrap(), 2, "{}", db.name());
-        let claimed = store.claim(&claim_at("me", t0(), 2)).await.unwrap();
+        let claimed = store.claim(&claim_at("me", t0(), 2)).await.unwrap().rows;
         store
             .write_outcomes("me", &[finish(claimed[0].id, State::Deleted, t0())])
             .await
@@ -394,12 +395,22 @@ async fn a_daemon_never_reclaims_its_own_expired_lease() {
         store.claim(&claim_at("me", t0(), 1)).await.unwrap();
         let after_expiry = t0() + chrono::Duration::seconds(60);
         assert!(
-            store.claim(&claim_at("me", after_expiry, 1)).await.unwrap().is_empty(),
+            store
+                .claim(&claim_at("me", after_expiry, 1))
+                .await
+                .unwrap()
+                .rows
+                .is_empty(),
             "{}",
             db.name()
         );
         assert_eq!(
-            store.claim(&claim_at("other", after_expiry, 1)).await.unwrap().len(),
+            store
+                .claim(&claim_at("other", after_expiry, 1))
+                .await
+                .unwrap()
+                .rows
+                .len(),
             1,
             "{}",
             db.name()
@@ -416,7 +427,7 @@ async fn a_leased_row_is_next_due_at_the_later_of_its_lease_and_its_own_due_time
         let store = &db.store;
         store.touch("back1", t0()).await.unwrap();
         let stale = t0() + chrono::Duration::minutes(30);
-        assert_eq!(store.claim(&claim_at("crashed", stale, 1)).await.unwrap().len(), 1);
+        assert_eq!(store.claim(&claim_at("crashed", stale, 1)).await.unwrap().rows.len(), 1);
         store.touch("back1", stale).await.unwrap();
         let next = store.next_due(STALE_AFTER).await.unwrap();
         assert_eq!(next, Some(stale + chrono::Duration::minutes(30)), "{}", db.name());

@@ -72,7 +72,8 @@ async fn claim_and_write(db: &Db, claim_limit: u32, batch: usize, bound: Duratio
                     stale_after: STALE_AFTER,
                     limit: claim_limit,
                 })
-                .await?;
+                .await?
+                .rows;
             result.claim_time += t.elapsed();
             result.claim_each.push(t.elapsed());
             result.claims += 1;

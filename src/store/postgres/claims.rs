@@ -4,7 +4,7 @@ use super::*;
 
 impl PgStore {
     /// Locks: the claimed rows (`FOR UPDATE SKIP LOCKED`), skipping rows other replicas hold.
-    pub async fn claim(&self, r: &ClaimRequest<'_>) -> anyhow::Result<Vec<ClaimedRow>> {
+    pub async fn claim(&self, r: &ClaimRequest<'_>) -> anyhow::Result<Claimed> {
         let rows = sqlx::query(
             "WITH picked AS (
                  -- Open rows in id order: free ones, and someone else's expired leases (a crashed
@@ -13,8 +13,8 @@ impl PgStore {
                  SELECT id, lease_owner AS previous_owner FROM reaper_sessions
                   WHERE state IN ('pending', 'retrying')
                     AND (lease_owner IS NULL OR (lease_expires_at <= $3 AND lease_owner <> $1))
-                    AND ((state = 'pending' AND (delete_after <= $4 OR last_activity_at <= $5))
-                      OR (state = 'retrying' AND next_attempt_at <= $4))
+                    AND (delete_after <= $4 OR last_activity_at <= $5)
+                    AND (state = 'pending' OR next_attempt_at <= $4)
                   ORDER BY id
                   LIMIT $6
                   FOR UPDATE SKIP LOCKED)
@@ -33,17 +33,51 @@ impl PgStore {
         .fetch_all(&self.claims)
         .await
         .context("Failed to claim due sessions")?;
-        let mut claimed: Vec<ClaimedRow> = rows
-            .into_iter()
-            .map(|row| ClaimedRow {
-                id: row.get("id"),
-                session_id: row.get("session_id"),
-                attempts: row.get("attempts"),
-                taken_over: row.get::<Option<String>, _>("previous_owner").is_some(),
+        // Every column read here is typed by the schema (TEXT, INTEGER) and the constraints of
+        // migration 0005, so no row can fail to decode; infinite times are never read.
+        let claimed_at = tokio::time::Instant::now();
+        let mut rows = rows
+            .iter()
+            .map(|row| {
+                Ok(ClaimedRow {
+                    id: row.required_int("id")?,
+                    session_id: row.required_text("session_id")?,
+                    attempts: i32::try_from(row.required_int("attempts")?).unwrap_or(i32::MAX),
+                    taken_over: row.text("previous_owner")?.is_some(),
+                    claimed_at,
+                })
             })
-            .collect();
-        claimed.sort_by_key(|row| row.id);
-        Ok(claimed)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        rows.sort_by_key(|row| row.id);
+        Ok(Claimed {
+            rows,
+            set_aside: Vec::new(),
+        })
+    }
+
+    /// Reads only; no lock (a row the application holds locked is read as last committed).
+    /// Whether `instance_id` still holds row `id` open and the row is still wanted: due by
+    /// `delete_after`, or stale by `last_activity_at`.
+    pub async fn still_due(
+        &self,
+        instance_id: &str,
+        id: i64,
+        now: DateTime<Utc>,
+        stale_after: Duration,
+    ) -> anyhow::Result<bool> {
+        let found: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM reaper_sessions
+              WHERE id = $1 AND lease_owner = $2 AND state IN ('pending', 'retrying')
+                AND (delete_after <= $3 OR last_activity_at <= $4)",
+        )
+        .bind(id)
+        .bind(instance_id)
+        .bind(now)
+        .bind(now - chrono_duration(stale_after))
+        .fetch_optional(&self.pool)
+        .await
+        .context("Failed to check that a session is still due")?;
+        Ok(found.is_some())
     }
 
     /// Locks: the listed rows still leased to `owner`, in id order (as outcomes lock them).

@@ -18,9 +18,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
 use super::rows::{self, ReadRow};
+use super::types::Claimed;
 use super::types::{self as types};
 use super::{
-    ClaimRequest, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Requeue, SessionRow, State, StatusReport,
+    ClaimRequest, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Requeue, SessionRow, StatusReport,
     chrono_duration,
 };
 
@@ -99,8 +100,43 @@ impl ReadRow for sqlx::postgres::PgRow {
         }
     }
 
+    /// Read from the wire format rather than through sqlx's chrono decoder, which panics on
+    /// `infinity` and `-infinity` (they arrive as i64::MAX / i64::MIN microseconds): those
+    /// become chrono's latest and earliest times.
     fn time(&self, column: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
-        self.try_get(column)
-            .with_context(|| format!("Failed to read {column} as a time"))
+        use sqlx::ValueRef;
+        let raw = self
+            .try_get_raw(column)
+            .with_context(|| format!("Failed to read {column}"))?;
+        if raw.is_null() {
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            raw.format() == sqlx::postgres::PgValueFormat::Binary,
+            "{column} came in text format (this store only makes prepared queries)"
+        );
+        let bytes: [u8; 8] = raw
+            .as_bytes()
+            .map_err(|e| anyhow::anyhow!("Failed to read {column}: {e}"))?
+            .try_into()
+            .with_context(|| format!("{column} is not a timestamp"))?;
+        Ok(Some(from_pg_micros(i64::from_be_bytes(bytes))))
+    }
+}
+
+/// PostgreSQL's binary timestamp: microseconds since 2000-01-01 UTC; the infinities saturate.
+fn from_pg_micros(micros: i64) -> DateTime<Utc> {
+    const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+    match micros {
+        i64::MAX => DateTime::<Utc>::MAX_UTC,
+        i64::MIN => DateTime::<Utc>::MIN_UTC,
+        _ => micros
+            .checked_add(PG_EPOCH_UNIX_MICROS)
+            .and_then(DateTime::from_timestamp_micros)
+            .unwrap_or(if micros < 0 {
+                DateTime::<Utc>::MIN_UTC
+            } else {
+                DateTime::<Utc>::MAX_UTC
+            }),
     }
 }

@@ -14,7 +14,7 @@ impl PgStore {
         for chunk in finished.chunks(OUTCOME_CHUNK) {
             let done = sqlx::query(
                 "UPDATE reaper_sessions r
-                    SET state = u.state, attempts = r.attempts + u.charge,
+                    SET state = u.state, attempts = LEAST(r.attempts, 2147483646) + u.charge,
                         last_http_status = u.http_status, last_api_code = u.api_code,
                         last_error = u.error,
                         first_attempt_at = COALESCE(r.first_attempt_at, u.attempted_at),
@@ -53,6 +53,19 @@ impl PgStore {
             .await
             .context("Failed to release leases")?;
             written += done.rows_affected();
+        }
+        if written < outcomes.len() as u64 && !finished.is_empty() {
+            // Some rows were not ours to write: taken over, or made final by the application
+            // while we held them. The latter must not keep our lease forever.
+            sqlx::query(
+                "UPDATE reaper_sessions SET lease_owner = NULL, lease_expires_at = NULL
+                  WHERE id = ANY($1) AND lease_owner = $2 AND state NOT IN ('pending', 'retrying')",
+            )
+            .bind(finished.iter().map(|f| f.id).collect::<Vec<_>>())
+            .bind(owner)
+            .execute(&mut *tx)
+            .await
+            .context("Failed to release rows made final meanwhile")?;
         }
         tx.commit().await.context("Failed to commit an outcome batch")?;
         Ok(written)

@@ -4,17 +4,11 @@ use super::*;
 
 impl PgStore {
     pub async fn status(&self, now: DateTime<Utc>, stale_after: Duration) -> anyhow::Result<StatusReport> {
-        let mut report = StatusReport::default();
         let counts = sqlx::query("SELECT state, COUNT(*) AS n FROM reaper_sessions GROUP BY state")
             .fetch_all(&self.pool)
             .await
             .context("Failed to count sessions")?;
-        for row in counts {
-            if let Some(state) = State::parse(row.get("state")) {
-                report.counts.insert(state, row.get("n"));
-            }
-        }
-        let row = sqlx::query(
+        let summary = sqlx::query(
             "SELECT
                (SELECT COUNT(*) FROM reaper_sessions
                  WHERE lease_owner IS NOT NULL AND lease_expires_at > $1
@@ -26,10 +20,8 @@ impl PgStore {
         .fetch_one(&self.pool)
         .await
         .context("Failed to read the status")?;
-        report.in_flight = row.get("in_flight");
-        report.last_success = row.get("last_success");
-        report.earliest_due = self.earliest_due(stale_after, false).await?;
-        let error = sqlx::query(
+        // Through the partial index of rows with an error (migrations 0004/0005).
+        let last_error = sqlx::query(
             "SELECT last_attempt_at, last_error FROM reaper_sessions
               WHERE last_error IS NOT NULL AND last_attempt_at IS NOT NULL
               ORDER BY last_attempt_at DESC LIMIT 1",
@@ -37,8 +29,8 @@ impl PgStore {
         .fetch_optional(&self.pool)
         .await
         .context("Failed to read the last error")?;
-        report.last_error = error.map(|row| (row.get("last_attempt_at"), row.get("last_error")));
-        Ok(report)
+        let earliest_due = self.earliest_due(stale_after, false).await?;
+        rows::status_report(&counts, &summary, last_error.as_ref(), earliest_due)
     }
 
     pub async fn next_due(&self, stale_after: Duration) -> anyhow::Result<Option<DateTime<Utc>>> {
@@ -46,22 +38,28 @@ impl PgStore {
     }
 
     /// Earliest due moment among open rows; with `leases`, a leased row counts as due when its
-    /// lease runs out (a crashed replica's rows).
+    /// lease runs out (a crashed replica's rows). A retrying row is due at its retry time only
+    /// while it is still wanted; a row due since `-infinity` counts from its insert, one due at
+    /// `infinity` never.
     async fn earliest_due(&self, stale_after: Duration, leases: bool) -> anyhow::Result<Option<DateTime<Utc>>> {
-        sqlx::query_scalar(
-            "SELECT MIN(CASE WHEN $2 AND lease_owner IS NOT NULL THEN GREATEST(lease_expires_at, due) ELSE due END)
+        let row = sqlx::query(
+            "SELECT MIN(CASE WHEN $2 AND lease_owner IS NOT NULL THEN GREATEST(lease_expires_at, due) ELSE due END) AS due
                FROM (SELECT lease_owner, lease_expires_at,
-                            CASE state
-                              WHEN 'retrying' THEN next_attempt_at
-                              ELSE LEAST(delete_after, last_activity_at + $1) END AS due
-                       FROM reaper_sessions
-                      WHERE state IN ('pending', 'retrying')) due_rows",
+                            NULLIF(CASE WHEN due = '-infinity' THEN created_at ELSE due END, 'infinity') AS due
+                       FROM (SELECT lease_owner, lease_expires_at, created_at,
+                                    CASE WHEN state = 'pending' THEN wanted
+                                         WHEN wanted IS NOT NULL THEN GREATEST(next_attempt_at, wanted) END AS due
+                               FROM (SELECT lease_owner, lease_expires_at, created_at, state, next_attempt_at,
+                                            LEAST(delete_after, last_activity_at + $1) AS wanted
+                                       FROM reaper_sessions
+                                      WHERE state IN ('pending', 'retrying')) open_rows) wanted_rows) due_rows",
         )
         .bind(chrono_duration(stale_after))
         .bind(leases)
         .fetch_one(&self.pool)
         .await
-        .context("Failed to find the next due session")
+        .context("Failed to find the next due session")?;
+        row.time("due")
     }
 
     pub async fn backlog(&self, stale_after: Duration) -> anyhow::Result<(i64, Option<DateTime<Utc>>)> {

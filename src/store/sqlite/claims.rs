@@ -3,27 +3,35 @@
 use super::*;
 
 impl SqliteStore {
-    /// Locks: the whole database for writing (`BEGIN IMMEDIATE`), for one short statement.
-    pub async fn claim(&self, r: &ClaimRequest<'_>) -> anyhow::Result<Vec<ClaimedRow>> {
+    /// Locks: the whole database for writing (`BEGIN IMMEDIATE`), for one short transaction.
+    /// A row whose columns the daemon cannot use (a BLOB or non-UTF-8 `session_id`, `attempts`
+    /// that is no integer in range) is marked `invalid` in the same transaction instead of
+    /// failing the claim: one odd row never stops the others.
+    pub async fn claim(&self, r: &ClaimRequest<'_>) -> anyhow::Result<Claimed> {
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .context("Failed to begin a claim")?;
         // The picked rows come back as one JSON array rather than as one result row each: sqlx
-        // hands every row across threads on its own, which cost more than picking it.
+        // hands every row across threads on its own, which cost more than picking it. The session
+        // id travels as hex, so that no stored value can make the array itself unreadable.
         let picked: String = sqlx::query_scalar(
             // A bare `LIMIT ?` makes SQLite re-prepare the statement whenever the bound limit
             // changes (it plans small constant limits specially); the CAST keeps one plan.
-            "SELECT json_group_array(json_array(id, CAST(session_id AS TEXT), attempts, lease_owner IS NOT NULL))
+            "SELECT json_group_array(json_array(
+                        id, hex(session_id), typeof(session_id),
+                        CASE WHEN typeof(attempts) = 'integer' AND attempts BETWEEN 0 AND 2147483647
+                             THEN attempts END,
+                        substr(quote(attempts), 1, 40), lease_owner IS NOT NULL))
                FROM reaper_sessions
               WHERE id IN (
                     -- Free rows, through the index of rows nobody holds.
                     SELECT id FROM (
                         SELECT id FROM reaper_sessions
                          WHERE state IN ('pending', 'retrying') AND lease_owner IS NULL
-                           AND ((state = 'pending' AND (delete_after <= ?3 OR last_activity_at <= ?4))
-                             OR (state = 'retrying' AND next_attempt_at <= ?3))
+                           AND (delete_after <= ?3 OR last_activity_at <= ?4)
+                           AND (state = 'pending' OR next_attempt_at <= ?3)
                          ORDER BY id
                          LIMIT CAST(?5 AS INTEGER))
                     UNION ALL
@@ -32,8 +40,8 @@ impl SqliteStore {
                         SELECT id FROM reaper_sessions
                          WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?2 AND lease_owner <> ?1
                            AND state IN ('pending', 'retrying')
-                           AND ((state = 'pending' AND (delete_after <= ?3 OR last_activity_at <= ?4))
-                             OR (state = 'retrying' AND next_attempt_at <= ?3))
+                           AND (delete_after <= ?3 OR last_activity_at <= ?4)
+                           AND (state = 'pending' OR next_attempt_at <= ?3)
                          LIMIT CAST(?5 AS INTEGER))
                     ORDER BY id
                     LIMIT CAST(?5 AS INTEGER))",
@@ -46,10 +54,39 @@ impl SqliteStore {
         .fetch_one(&mut *tx)
         .await
         .context("Failed to pick due sessions")?;
-        let picked: Vec<(i64, String, i32, i64)> =
-            serde_json::from_str(&picked).context("Failed to read the picked sessions")?;
-        if !picked.is_empty() {
-            let ids = serde_json::to_string(&picked.iter().map(|row| row.0).collect::<Vec<_>>())?;
+        type Picked = (i64, String, String, Option<i32>, String, i64);
+        let picked: Vec<Picked> = serde_json::from_str(&picked).context("Failed to read the picked sessions")?;
+        let claimed_at = tokio::time::Instant::now();
+        let mut claimed = Claimed::default();
+        for (id, hex, kind, attempts, attempts_quoted, leased) in picked {
+            let session_id = (kind == "text")
+                .then(|| from_hex(&hex))
+                .flatten()
+                .and_then(|bytes| String::from_utf8(bytes).ok());
+            match (session_id, attempts) {
+                (Some(session_id), Some(attempts)) => claimed.rows.push(ClaimedRow {
+                    id,
+                    session_id,
+                    attempts,
+                    taken_over: leased != 0,
+                    claimed_at,
+                }),
+                (None, _) => claimed.set_aside.push(SetAside {
+                    id,
+                    problem: if kind == "text" {
+                        "session_id is not valid UTF-8 text".to_owned()
+                    } else {
+                        format!("session_id is {kind}, not text")
+                    },
+                }),
+                (_, None) => claimed.set_aside.push(SetAside {
+                    id,
+                    problem: format!("attempts = {attempts_quoted} is not an integer from 0 to 2147483647"),
+                }),
+            }
+        }
+        if !claimed.rows.is_empty() {
+            let ids = serde_json::to_string(&claimed.rows.iter().map(|row| row.id).collect::<Vec<_>>())?;
             // Still inside the same write transaction: nobody else can have taken them since.
             sqlx::query(
                 "UPDATE reaper_sessions
@@ -63,18 +100,48 @@ impl SqliteStore {
             .await
             .context("Failed to lease due sessions")?;
         }
+        for aside in &claimed.set_aside {
+            sqlx::query(
+                "UPDATE reaper_sessions
+                    SET state = 'invalid', last_error = ?2, finished_at = ?3, attempts = 0,
+                        lease_owner = NULL, lease_expires_at = NULL
+                  WHERE id = ?1",
+            )
+            .bind(aside.id)
+            .bind(format!("set aside: {}", aside.problem))
+            .bind(ms(r.now))
+            .execute(&mut *tx)
+            .await
+            .context("Failed to set aside an unreadable row")?;
+        }
         tx.commit().await.context("Failed to commit a claim")?;
-        let mut claimed: Vec<ClaimedRow> = picked
-            .into_iter()
-            .map(|(id, session_id, attempts, leased)| ClaimedRow {
-                id,
-                session_id,
-                attempts,
-                taken_over: leased != 0,
-            })
-            .collect();
-        claimed.sort_by_key(|row| row.id);
+        claimed.rows.sort_by_key(|row| row.id);
         Ok(claimed)
+    }
+
+    /// Reads only; no lock. Whether `instance_id` still holds row `id` open and the row is still
+    /// wanted: due by `delete_after`, or stale by `last_activity_at` (the application may have
+    /// moved either since the claim).
+    pub async fn still_due(
+        &self,
+        instance_id: &str,
+        id: i64,
+        now: DateTime<Utc>,
+        stale_after: Duration,
+    ) -> anyhow::Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM reaper_sessions
+              WHERE id = ?1 AND lease_owner = ?2 AND state IN ('pending', 'retrying')
+                AND (delete_after <= ?3 OR last_activity_at <= ?4)",
+        )
+        .bind(id)
+        .bind(instance_id)
+        .bind(ms(now))
+        .bind(ms(now - chrono_duration(stale_after)))
+        .fetch_optional(&self.pool)
+        .await
+        .context("Failed to check that a session is still due")?;
+        Ok(found.is_some())
     }
 
     /// Locks: the database for writing; renews the listed rows still leased to `owner`.

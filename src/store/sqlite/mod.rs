@@ -18,8 +18,9 @@ use sqlx::{QueryBuilder, Row, SqlitePool};
 
 use super::rows::{self, ReadRow};
 use super::types::{self as types};
+use super::types::{Claimed, SetAside};
 use super::{
-    ClaimRequest, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Requeue, SessionRow, State, StatusReport,
+    ClaimRequest, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Requeue, SessionRow, StatusReport,
     chrono_duration,
 };
 
@@ -48,8 +49,59 @@ fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
+/// Epoch milliseconds as a time; out of chrono's range saturates to its ends.
 fn from_ms(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+    DateTime::from_timestamp_millis(ms).unwrap_or(if ms < 0 {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
+}
+
+/// The bytes of a hex string as SQLite's `hex()` writes it; `None` if it is not hex.
+fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    hex.len().is_multiple_of(2)
+        .then(|| {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten()
+}
+
+/// A time SQLite's date functions wrote (`datetime('now')`, `CURRENT_TIMESTAMP`, ISO-8601 with
+/// or without `T`, fractional seconds, `Z` or an offset). Migration 0004's triggers turn these
+/// into epoch milliseconds on write; this reads any that predate it or slipped past.
+fn from_sqlite_text(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+        "%Y-%m-%dT%H:%M:%S%.f%:z",
+        "%Y-%m-%d %H:%M%:z",
+    ] {
+        if let Ok(t) = DateTime::parse_from_str(text, format) {
+            return Some(t.with_timezone(&Utc));
+        }
+    }
+    let text = text.strip_suffix('Z').unwrap_or(text);
+    [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+    ]
+    .iter()
+    .find_map(|format| chrono::NaiveDateTime::parse_from_str(text, format).ok())
+    .or_else(|| {
+        chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .ok()?
+            .and_hms_opt(0, 0, 0)
+    })
+    .map(|t| t.and_utc())
 }
 
 impl SqliteStore {
@@ -110,6 +162,24 @@ impl ReadRow for sqlx::sqlite::SqliteRow {
     }
 
     fn time(&self, column: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
-        Ok(self.int(column)?.map(from_ms))
+        use sqlx::{TypeInfo, ValueRef};
+        let raw = self
+            .try_get_raw(column)
+            .with_context(|| format!("Failed to read {column}"))?;
+        if raw.is_null() {
+            return Ok(None);
+        }
+        match raw.type_info().name() {
+            "TEXT" => {
+                let text: String = self
+                    .try_get(column)
+                    .with_context(|| format!("Failed to read {column} as text"))?;
+                from_sqlite_text(&text)
+                    .map(Some)
+                    .with_context(|| format!("{column} = {:?} is no date", text.chars().take(40).collect::<String>()))
+            }
+            "INTEGER" => Ok(self.int(column)?.map(from_ms)),
+            other => anyhow::bail!("{column} holds {other}, not epoch milliseconds or a date"),
+        }
     }
 }

@@ -65,6 +65,21 @@ impl SqliteStore {
                 .context("Failed to release leases")?;
             written += done.rows_affected();
         }
+        if written < outcomes.len() as u64 && !finished.is_empty() {
+            // Some rows were not ours to write: taken over, or made final by the application
+            // while we held them. The latter must not keep our lease forever.
+            let ids = serde_json::to_string(&finished.iter().map(|f| f.id).collect::<Vec<_>>())?;
+            sqlx::query(
+                "UPDATE reaper_sessions SET lease_owner = NULL, lease_expires_at = NULL
+                  WHERE id IN (SELECT value FROM json_each(?1)) AND lease_owner = ?2
+                    AND state NOT IN ('pending', 'retrying')",
+            )
+            .bind(ids)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await
+            .context("Failed to release rows made final meanwhile")?;
+        }
         tx.commit().await.context("Failed to commit an outcome batch")?;
         Ok(written)
     }

@@ -4,17 +4,11 @@ use super::*;
 
 impl SqliteStore {
     pub async fn status(&self, now: DateTime<Utc>, stale_after: Duration) -> anyhow::Result<StatusReport> {
-        let mut report = StatusReport::default();
         let counts = sqlx::query("SELECT state, COUNT(*) AS n FROM reaper_sessions GROUP BY state")
             .fetch_all(&self.pool)
             .await
             .context("Failed to count sessions")?;
-        for row in counts {
-            if let Some(state) = State::parse(row.get("state")) {
-                report.counts.insert(state, row.get("n"));
-            }
-        }
-        let row = sqlx::query(
+        let summary = sqlx::query(
             "SELECT
                (SELECT COUNT(*) FROM reaper_sessions
                  WHERE lease_owner IS NOT NULL AND lease_expires_at > ?1
@@ -26,10 +20,8 @@ impl SqliteStore {
         .fetch_one(&self.pool)
         .await
         .context("Failed to read the status")?;
-        report.in_flight = row.get("in_flight");
-        report.last_success = row.get::<Option<i64>, _>("last_success").map(from_ms);
-        report.earliest_due = self.earliest_due(stale_after, false).await?;
-        let error = sqlx::query(
+        // Through the partial index of rows with an error (migrations 0004/0005).
+        let last_error = sqlx::query(
             "SELECT last_attempt_at, last_error FROM reaper_sessions
               WHERE last_error IS NOT NULL AND last_attempt_at IS NOT NULL
               ORDER BY last_attempt_at DESC LIMIT 1",
@@ -37,8 +29,8 @@ impl SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .context("Failed to read the last error")?;
-        report.last_error = error.map(|row| (from_ms(row.get("last_attempt_at")), row.get("last_error")));
-        Ok(report)
+        let earliest_due = self.earliest_due(stale_after, false).await?;
+        rows::status_report(&counts, &summary, last_error.as_ref(), earliest_due)
     }
 
     pub async fn next_due(&self, stale_after: Duration) -> anyhow::Result<Option<DateTime<Utc>>> {
@@ -54,8 +46,10 @@ impl SqliteStore {
                           WHEN ?2 = 1 AND lease_owner IS NOT NULL THEN MAX(lease_expires_at, due)
                           ELSE due END)
                FROM (SELECT lease_owner, lease_expires_at,
+                            -- A retrying row is due at its retry time only while it is still wanted.
                             CASE state
-                              WHEN 'retrying' THEN next_attempt_at
+                              WHEN 'retrying' THEN MAX(next_attempt_at, MIN(IFNULL(delete_after, 9000000000000000000),
+                                                   IFNULL(last_activity_at + ?1, 9000000000000000000)))
                               ELSE MIN(IFNULL(delete_after, 9000000000000000000),
                                        IFNULL(last_activity_at + ?1, 9000000000000000000)) END AS due
                        FROM (SELECT * FROM reaper_sessions
