@@ -47,6 +47,8 @@ pub struct SeenRequest {
     pub method: String,
     pub path: String,
     pub apikey: Option<String>,
+    /// When the request arrived.
+    pub at: Instant,
 }
 
 /// What the stand-in knows and has seen; shared with the test that started it.
@@ -227,6 +229,7 @@ async fn off_contract(State(state): State<Arc<StandInState>>, request: axum::ext
             method: request.method().to_string(),
             path,
             apikey: None,
+            at: Instant::now(),
         });
     }
     (StatusCode::NOT_FOUND, "<html><body>404 Not Found</body></html>").into_response()
@@ -288,6 +291,7 @@ async fn delete_session(
                 method: method.to_string(),
                 path: format!("/writer/officeapi/v1/sessions/{id}"),
                 apikey: apikey.clone(),
+                at: Instant::now(),
             });
         }
         *seen.per_session.entry(id.clone()).or_default() += 1;

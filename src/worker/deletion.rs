@@ -59,7 +59,7 @@ impl Deleter {
     /// Deletes one row's session: waits for the gate and the rate limiter, sends, classifies.
     /// Pauses (429, quota, key) charge nothing and retry the same row once the gate reopens.
     #[tracing::instrument(name = "deletion", skip_all, fields(
-        session_id = %printable(&row.session_id), attempt = row.attempts + 1,
+        session_id = %printable(&row.session_id), attempt = i64::from(row.attempts) + 1,
         outcome = field::Empty, http_status = field::Empty, api_code = field::Empty,
         latency_ms = field::Empty, taken_over = row.taken_over, error = field::Empty,
     ))]
@@ -257,7 +257,7 @@ impl Deleter {
         answer: Answer,
         at: chrono::DateTime<Utc>,
     ) -> (DeletionOutcome, OutcomeWrite) {
-        let attempts = u32::try_from(row.attempts).unwrap_or(0) + 1;
+        let attempts = u32::try_from(row.attempts).unwrap_or(0).saturating_add(1);
         let finish = |state, error: Option<String>, next_attempt_at| OutcomeWrite::Finish {
             id: row.id,
             state,

@@ -1,5 +1,6 @@
 //! One integration test binary (faster to link than one per file).
 
+mod app_data;
 mod canary;
 mod client;
 mod config;

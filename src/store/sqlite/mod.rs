@@ -60,7 +60,8 @@ fn from_ms(ms: i64) -> DateTime<Utc> {
 
 /// The bytes of a hex string as SQLite's `hex()` writes it; `None` if it is not hex.
 fn from_hex(hex: &str) -> Option<Vec<u8>> {
-    hex.len().is_multiple_of(2)
+    hex.len()
+        .is_multiple_of(2)
         .then(|| {
             (0..hex.len())
                 .step_by(2)
