@@ -11,7 +11,9 @@ FROM rust:1-bookworm AS builder
 WORKDIR /src
 # Build from the whole context (target/ and .git are excluded by .dockerignore)
 # so that migrations/, config/, build scripts or sqlx offline data are present
-# for compile-time embedding whatever the crate layout becomes.
+# for compile-time embedding whatever the crate layout becomes. That includes the
+# manifests of every workspace member (bench/, testkit/): cargo reads them all, even
+# though only the daemon is built.
 COPY . .
 # If sqlx query macros are used, they must compile from checked-in offline data,
 # never from a live database.
@@ -21,7 +23,7 @@ ENV SQLX_OFFLINE=true
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
+    cargo build --release --locked -p session-reaper \
  && install -D -m 0755 target/release/session-reaper /out/session-reaper
 
 # ---- runtime stage ---------------------------------------------------------

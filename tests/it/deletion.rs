@@ -142,11 +142,7 @@ async fn a_transient_answer_on_the_last_attempt_fails_the_row() {
 #[tokio::test]
 async fn no_answer_at_all_is_retried_not_gone() {
     // A port nothing listens on any more: connection refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let (deleter, _, _) = deleter(&format!("http://127.0.0.1:{port}"));
 
     let (outcome, write) = deleter.delete(&row("abc123", 0), &stop()).await;

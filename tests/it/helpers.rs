@@ -1,15 +1,13 @@
 //! Shared test setup: a real database per test (a SQLite file, and a fresh PostgreSQL database
 //! when a server is reachable), the stand-in API on loopback, and the daemon binary.
 
-use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
 
 use session_reaper::config::{self, Config, Sources};
 use session_reaper::standin::StandIn;
 use session_reaper::store::Store;
+use testkit::{DaemonEnv, PgDatabase, SqliteFile};
 
-/// Admin connection used to create one database per test.
-pub const DEFAULT_POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// The apikey the stand-in accepts in tests.
 pub const APIKEY: &str = "test-key-0123456789";
 
@@ -17,8 +15,13 @@ pub const APIKEY: &str = "test-key-0123456789";
 pub struct TestDb {
     pub url: String,
     pub store: Store,
-    _dir: Option<tempfile::TempDir>,
-    postgres_name: Option<String>,
+    backing: Backing,
+}
+
+/// What holds the database: dropping it removes the file or drops the database.
+enum Backing {
+    Sqlite { _file: SqliteFile },
+    Postgres(PgDatabase),
 }
 
 impl TestDb {
@@ -27,15 +30,14 @@ impl TestDb {
     }
 
     pub async fn sqlite() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("reaper.db").display());
+        let file = SqliteFile::temp().expect("temp dir");
+        let url = file.url();
         let store = Store::connect(&url).await.expect("open SQLite");
         store.migrate().await.expect("migrate SQLite");
         Self {
             url,
             store,
-            _dir: Some(dir),
-            postgres_name: None,
+            backing: Backing::Sqlite { _file: file },
         }
     }
 
@@ -47,28 +49,8 @@ impl TestDb {
 
     /// Like `postgres`, optionally leaving the schema to the test.
     pub async fn postgres_with(migrate: bool) -> Option<Self> {
-        let admin_url =
-            std::env::var("SESSION_REAPER_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES_ADMIN_URL.to_owned());
-        let admin = match sqlx::PgPool::connect(&admin_url).await {
-            Ok(pool) => pool,
-            Err(e) => {
-                if std::env::var("REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
-                    panic!("REQUIRE_POSTGRES=1 but PostgreSQL at {admin_url} is unreachable: {e}");
-                }
-                eprintln!("\n!!!!! SKIPPING the PostgreSQL half of this test: {admin_url} is unreachable ({e}).");
-                eprintln!("!!!!! Start PostgreSQL or set SESSION_REAPER_TEST_POSTGRES; CI sets REQUIRE_POSTGRES=1.\n");
-                return None;
-            }
-        };
-        let name = format!("reaper_test_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .expect("create database");
-        admin.close().await;
-        let mut url = reqwest::Url::parse(&admin_url).expect("admin URL");
-        url.set_path(&name);
-        let url = url.to_string();
+        let db = PgDatabase::for_test().await?;
+        let url = db.url().to_owned();
         let store = Store::connect(&url).await.expect("connect PostgreSQL");
         if migrate {
             store.migrate().await.expect("migrate PostgreSQL");
@@ -76,25 +58,16 @@ impl TestDb {
         Some(Self {
             url,
             store,
-            _dir: None,
-            postgres_name: Some(name),
+            backing: Backing::Postgres(db),
         })
     }
 
-    /// Drops the per-test PostgreSQL database (SQLite files go with their temp dir).
+    /// Drops the per-test PostgreSQL database now (SQLite files go with their temp dir). Without
+    /// it, the database is dropped when the `TestDb` is, also when a test panics.
     pub async fn cleanup(self) {
-        let Some(name) = self.postgres_name else { return };
-        if self.store.backend() == "postgres" {
-            drop(self.store);
-            let admin_url =
-                std::env::var("SESSION_REAPER_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES_ADMIN_URL.to_owned());
-            if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&admin)
-                .await;
-            }
+        drop(self.store);
+        if let Backing::Postgres(db) = self.backing {
+            let _ = db.drop_database().await;
         }
     }
 }
@@ -107,31 +80,28 @@ pub async fn backends() -> Vec<TestDb> {
 }
 
 pub async fn standin() -> StandIn {
-    StandIn::start(SocketAddr::from(([127, 0, 0, 1], 0)), APIKEY, true)
-        .await
-        .expect("start stand-in")
+    testkit::start_standin(APIKEY).await.expect("start stand-in")
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    testkit::free_port().expect("free port")
 }
 
 /// Environment for a daemon run against `db` and `api`, fast retries, JSON logs at debug.
 pub fn daemon_env(db_url: &str, api_base: &str, apikey: &str) -> Vec<(String, String)> {
-    [
-        ("SESSION_REAPER_DATABASE__URL", db_url),
-        ("SESSION_REAPER_API__BASE_URL", api_base),
-        ("SESSION_REAPER_API__APIKEY", apikey),
-        ("SESSION_REAPER_API__TIMEOUT", "20s"),
-        ("SESSION_REAPER_WORKER__CONCURRENCY", "8"),
-        ("SESSION_REAPER_WORKER__RATE_PER_SECOND", "1000"),
-        ("SESSION_REAPER_WORKER__BURST", "100"),
-        ("SESSION_REAPER_WORKER__POLL_INTERVAL", "100ms"),
-        ("SESSION_REAPER_RETRY__BASE_DELAY", "20ms"),
-        ("SESSION_REAPER_RETRY__MAX_DELAY", "100ms"),
-        ("SESSION_REAPER_RETRY__MAX_ATTEMPTS", "4"),
-        ("SESSION_REAPER_SHUTDOWN__GRACE", "5s"),
-        ("SESSION_REAPER_LOG__LEVEL", "debug"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
+    DaemonEnv::new(db_url, api_base, apikey)
+        .set("api.timeout", "20s")
+        .set("worker.concurrency", 8)
+        .set("worker.rate_per_second", 1000)
+        .set("worker.burst", 100)
+        .set("worker.poll_interval", "100ms")
+        .set("retry.base_delay", "20ms")
+        .set("retry.max_delay", "100ms")
+        .set("retry.max_attempts", 4)
+        .set("shutdown.grace", "5s")
+        .set("log.level", "debug")
+        .into_vars()
 }
 
 /// A `Config` through the real loader, from `env` only.
@@ -146,17 +116,7 @@ pub fn config_from(env: Vec<(String, String)>) -> Config {
 
 /// The daemon binary with a clean environment (no inherited SESSION_REAPER_* variables).
 pub fn daemon(args: &[&str], env: &[(String, String)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_session-reaper"));
-    command.args(args);
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("SESSION_REAPER_")) {
-        command.env_remove(key);
-    }
-    command
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("STATE_DIRECTORY");
-    command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    command.stdin(Stdio::null());
-    command
+    testkit::daemon_command(env!("CARGO_BIN_EXE_session-reaper"), args, env)
 }
 
 /// Runs the binary to completion on a blocking thread (so the in-process stand-in keeps serving).

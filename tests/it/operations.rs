@@ -7,15 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use session_reaper::store::{OutcomeWrite, State};
 
-use crate::helpers::{APIKEY, Daemon, TestDb, daemon, daemon_env, run_daemon, standin, text};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::helpers::{APIKEY, Daemon, TestDb, daemon, daemon_env, free_port, run_daemon, standin, text};
 
 fn spawn(command: &mut std::process::Command) -> Daemon {
     Daemon::start(command)

@@ -1,6 +1,6 @@
 //! The databases the daemon works on: a fresh SQLite file, or a fresh PostgreSQL database
-//! created for one run and dropped after it; seeding through the library's own `Store::enqueue`,
-//! and the counts per state afterwards.
+//! created for one run and dropped after it (both from `testkit`); seeding through the library's
+//! own `Store::enqueue`, and the counts per state afterwards.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -9,6 +9,7 @@ use anyhow::Context;
 use chrono::Utc;
 use session_reaper::store::{StatusReport, Store};
 use sqlx::Connection;
+use testkit::{PgDatabase, SqliteFile};
 
 /// Ids per `Store::enqueue` call (it inserts 2,000 rows per statement in one transaction).
 const SEED_CHUNK: usize = 100_000;
@@ -45,13 +46,12 @@ pub const PG_VARIANTS: [PgVariant; 3] = [
     },
 ];
 
+/// Removed (file) or dropped (database) by `remove`, or when dropped.
 pub enum Db {
-    Sqlite {
-        path: PathBuf,
-    },
+    Sqlite(SqliteFile),
     Postgres {
-        admin_url: String,
-        name: String,
+        db: PgDatabase,
+        /// The database's URL with the variant's settings.
         url: String,
     },
 }
@@ -59,39 +59,25 @@ pub enum Db {
 impl Db {
     /// A new SQLite file in `dir` (any old one of that name is removed).
     pub fn sqlite(dir: &Path, name: &str) -> Self {
-        let path = dir.join(name);
-        remove_sqlite(&path);
-        Db::Sqlite { path }
+        Db::Sqlite(SqliteFile::in_dir(dir, name))
     }
 
-    /// Creates a new database on the server of `admin_url`.
+    /// Creates a new database `reaper_bench_<label>_<uuid>` on the server of `admin_url`.
     pub async fn postgres(admin_url: &str, label: &str, variant: &PgVariant) -> anyhow::Result<Self> {
-        let name = format!("{PG_PREFIX}{}_{label}", std::process::id());
-        let mut admin = sqlx::PgConnection::connect(admin_url).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut admin)
-        .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .with_context(|| format!("Failed to create database {name}"))?;
-        let mut url = url::Url::parse(admin_url).context("Failed to parse the PostgreSQL URL")?;
-        url.set_path(&name);
+        let db = PgDatabase::create(admin_url, &format!("{PG_PREFIX}{label}_")).await?;
+        let mut url = url::Url::parse(db.url()).context("Failed to parse the PostgreSQL URL")?;
         if variant.no_tls {
             url.query_pairs_mut().append_pair("sslmode", "disable");
         }
         Ok(Db::Postgres {
-            admin_url: admin_url.to_owned(),
-            name,
+            db,
             url: url.to_string(),
         })
     }
 
     pub fn url(&self) -> String {
         match self {
-            Db::Sqlite { path } => format!("sqlite://{}", path.display()),
+            Db::Sqlite(file) => file.url(),
             Db::Postgres { url, .. } => url.clone(),
         }
     }
@@ -99,7 +85,7 @@ impl Db {
     /// A connection of the bench's own that counts leased rows while the daemon runs.
     pub async fn lease_probe(&self) -> anyhow::Result<LeaseProbe> {
         Ok(match self {
-            Db::Sqlite { .. } => LeaseProbe::Sqlite(
+            Db::Sqlite(_) => LeaseProbe::Sqlite(
                 sqlx::pool::PoolOptions::new()
                     .max_connections(1)
                     .connect(&self.url())
@@ -120,15 +106,15 @@ impl Db {
     /// The PostgreSQL database's name (its backends show it in their process titles).
     pub fn postgres_name(&self) -> Option<&str> {
         match self {
-            Db::Postgres { name, .. } => Some(name),
-            Db::Sqlite { .. } => None,
+            Db::Postgres { db, .. } => Some(db.name()),
+            Db::Sqlite(_) => None,
         }
     }
 
     /// SQLite's write-ahead log, whose growth the daemon runs watch.
     pub fn wal_path(&self) -> Option<PathBuf> {
         match self {
-            Db::Sqlite { path } => Some(PathBuf::from(format!("{}-wal", path.display()))),
+            Db::Sqlite(file) => Some(file.wal_path()),
             Db::Postgres { .. } => None,
         }
     }
@@ -169,9 +155,10 @@ impl Db {
     /// Drops the PostgreSQL database; removes the SQLite file.
     pub async fn remove(self) {
         match self {
-            Db::Sqlite { path } => remove_sqlite(&path),
-            Db::Postgres { admin_url, name, .. } => {
-                if let Err(e) = drop_pg(&admin_url, &name).await {
+            Db::Sqlite(file) => drop(file),
+            Db::Postgres { db, .. } => {
+                let name = db.name().to_owned();
+                if let Err(e) = db.drop_database().await {
                     eprintln!("  could not drop database {name}: {e:#}");
                 }
             }
@@ -219,35 +206,14 @@ pub fn session_id(i: usize, tag: &str) -> String {
     format!("{i:08}{tag}")
 }
 
-fn remove_sqlite(path: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-}
-
-async fn drop_pg(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    let mut admin = sqlx::PgConnection::connect(admin_url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await?;
-    Ok(())
-}
-
 /// Checks that the server answers, drops databases left by interrupted bench runs, and
 /// describes the server (version and the settings that matter here).
 pub async fn postgres_ready(admin_url: &str) -> anyhow::Result<String> {
     let mut admin = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(admin_url))
         .await
         .context("PostgreSQL did not answer within 5 s")??;
-    let leftovers: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1")
-        .bind(format!("{PG_PREFIX}%"))
-        .fetch_all(&mut admin)
-        .await?;
-    for name in leftovers {
-        eprintln!("  dropping leftover database {name}");
-        drop_pg(admin_url, &name).await?;
+    for name in testkit::postgres::drop_leftovers(admin_url, PG_PREFIX).await? {
+        eprintln!("  dropped leftover database {name}");
     }
     let mut settings = Vec::new();
     for setting in ["server_version", "autovacuum", "synchronous_commit", "shared_buffers"] {

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::spawner;
-use crate::standin::{StandInProc, clear_reaper_env};
+use crate::standin::StandInProc;
 use anyhow::Context;
+use testkit::DaemonEnv;
 
 /// How often the stand-in is asked for its counters while the bench waits for an event there.
 const POLL: Duration = Duration::from_millis(5);
@@ -171,20 +172,15 @@ pub async fn run(spec: &DaemonSpec<'_>, standin: &StandInProc) -> anyhow::Result
     if spec.once {
         args.push("--once".into());
     }
+    let env = DaemonEnv::new(&spec.database_url, &standin.base_url, &standin.apikey)
+        .set("worker.concurrency", spec.concurrency)
+        .set("worker.rate_per_second", spec.rate_per_second)
+        .set("worker.burst", spec.burst)
+        .set("worker.batch_size", spec.batch_size)
+        .set("log.level", "warn");
     let spawned = spawner::spawn(&program, &args, |cmd| {
-        clear_reaper_env(cmd);
-        cmd.env("SESSION_REAPER_DATABASE__URL", &spec.database_url)
-            .env("SESSION_REAPER_API__BASE_URL", &standin.base_url)
-            .env("SESSION_REAPER_API__APIKEY", &standin.apikey)
-            .env("SESSION_REAPER_WORKER__CONCURRENCY", spec.concurrency.to_string())
-            .env(
-                "SESSION_REAPER_WORKER__RATE_PER_SECOND",
-                spec.rate_per_second.to_string(),
-            )
-            .env("SESSION_REAPER_WORKER__BURST", spec.burst.to_string())
-            .env("SESSION_REAPER_WORKER__BATCH_SIZE", spec.batch_size.to_string())
-            .env("SESSION_REAPER_LOG__LEVEL", "warn")
-            .stderr(log_file);
+        env.apply(cmd);
+        cmd.stderr(log_file);
     })?;
     let (pid, started, mut exited) = (spawned.pid, spawned.started, spawned.exited);
 

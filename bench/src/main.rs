@@ -157,8 +157,10 @@ fn daemon_binary(args: &Args) -> anyhow::Result<PathBuf> {
                 build.env_remove(&key);
             }
         }
+        // The bench's manifest names the workspace, and `-p` picks the daemon's package in it.
         build
-            .args(["build", "--bin", "session-reaper", "--target-dir"])
+            .args(["build", "-p", "session-reaper", "--bin", "session-reaper"])
+            .arg("--target-dir")
             .arg(target_dir)
             .arg("--manifest-path")
             .arg(PathBuf::from(manifest).join("Cargo.toml"));

@@ -2,7 +2,6 @@
 //! daemon and the API each have their own CPU accounting, and its counters at `/__standin/stats`.
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,20 +32,6 @@ pub struct StandInProc {
     http: reqwest::Client,
 }
 
-/// Removes every `SESSION_REAPER_*` variable the bench inherited, so only what we set counts.
-pub fn clear_reaper_env(cmd: &mut Command) {
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("SESSION_REAPER_") {
-            cmd.env_remove(key);
-        }
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("Failed to find a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
 impl StandInProc {
     /// Spawns the stand-in with `latency` before every answer and waits until it serves stats.
     pub async fn start(bin: &Path, log: &Path, latency: Duration) -> anyhow::Result<Self> {
@@ -62,12 +47,12 @@ impl StandInProc {
     }
 
     async fn try_start(bin: &Path, log: &Path, latency: Duration) -> anyhow::Result<Self> {
-        let port = free_port()?;
+        let port = testkit::free_port().context("Failed to find a free port")?;
         let apikey = format!("bench-{}", uuid::Uuid::new_v4().simple());
         let listen = format!("127.0.0.1:{port}");
         let log_file = File::options().create(true).append(true).open(log)?;
         let mut cmd = Command::new(bin);
-        clear_reaper_env(&mut cmd);
+        testkit::clean_env(&mut cmd);
         cmd.args(["stand-in", "--listen", &listen, "--apikey", &apikey, "--latency"])
             .arg(format!("{}ms", latency.as_millis()))
             .stdin(Stdio::null())
