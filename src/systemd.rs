@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
+/// READY=1 with a first STATUS= line in the same message, so `systemctl status` never shows an
+/// active daemon without one (the periodic summary replaces it).
 pub fn notify_ready() {
-    let _ = sd_notify::notify(&[NotifyState::Ready]);
+    let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("ready: claiming due rows")]);
 }
 
 pub fn notify_stopping() {

@@ -104,8 +104,15 @@ impl Heartbeat {
 }
 
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown".to_owned())
+    // uname(2), not /proc/sys/kernel/hostname: systemd's ProcSubset=pid hides /proc/sys.
+    // SAFETY: `utsname` is plain bytes, so zeroed is valid; uname fills it and NUL-terminates
+    // `nodename`, which is read only when it succeeded.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    let kernel = (unsafe { libc::uname(&mut uts) } == 0)
+        .then(|| unsafe { std::ffi::CStr::from_ptr(uts.nodename.as_ptr()) })
+        .map(|name| name.to_string_lossy().trim().to_owned())
+        .filter(|name| !name.is_empty());
+    kernel
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
 }
