@@ -6,7 +6,7 @@
 # See deploy/README.md. Not built in CI (no container engine there).
 
 # ---- build stage -----------------------------------------------------------
-# Rust edition 2024 needs Rust >= 1.85; rust:1-bookworm tracks the latest 1.x.
+# sqlx 0.9 needs Rust >= 1.94 (Cargo.toml rust-version); rust:1-bookworm tracks the latest 1.x.
 FROM rust:1-bookworm AS builder
 WORKDIR /src
 # Build from the whole context (target/ and .git are excluded by .dockerignore)

@@ -3,7 +3,7 @@
 //!
 //! - [`PgDatabase`]: a fresh PostgreSQL database with a unique name, dropped (`WITH (FORCE)`)
 //!   when done, and the rules for the test server ([`postgres::admin_url`],
-//!   `REQUIRE_POSTGRES=1`); [`SqliteFile`]: a fresh SQLite file;
+//!   `SKIP_POSTGRES=1`); [`SqliteFile`]: a fresh SQLite file;
 //! - [`free_port`];
 //! - [`DaemonEnv`]: the `SESSION_REAPER_*` environment of a daemon child process, and
 //!   [`daemon_command`], which starts one from a clean environment;

@@ -21,9 +21,24 @@ pub fn admin_url() -> String {
     std::env::var("SESSION_REAPER_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned())
 }
 
-/// `REQUIRE_POSTGRES=1` (as in CI): an unreachable server fails the test instead of skipping it.
+/// PostgreSQL tests fail when the server is unreachable, unless `SKIP_POSTGRES=1` says to skip
+/// them: a skip is then a choice someone made, printed once, loudly, and never silent (cargo
+/// hides the output of passing tests, so a skip that only printed would look like a pass).
 pub fn required() -> bool {
-    std::env::var("REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
+    !std::env::var("SKIP_POSTGRES").is_ok_and(|v| v == "1")
+}
+
+/// The one loud line of a deliberate skip, once per process.
+fn announce_skip(admin_url: &str, error: &sqlx::Error) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Straight to the process's stderr, past the test harness's capture of `eprintln!`.
+        use std::io::Write;
+        let line = format!(
+            "\n!!!!! SKIP_POSTGRES=1: SKIPPING every PostgreSQL half of the tests ({admin_url} is unreachable: {error}).\n\n"
+        );
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    });
 }
 
 /// A database created on a server for one user, dropped `WITH (FORCE)` by [`drop_database`]
@@ -40,18 +55,20 @@ pub struct PgDatabase {
 
 impl PgDatabase {
     /// A fresh database on the test server ([`admin_url`]), named `reaper_test_<uuid>`, or `None`
-    /// with a loud message on stderr when the server does not answer. With `REQUIRE_POSTGRES=1`
-    /// an unreachable server panics instead; any later failure always panics.
+    /// An unreachable server panics (the test fails) unless `SKIP_POSTGRES=1`, which skips with
+    /// one loud line; any later failure always panics.
     pub async fn for_test() -> Option<Self> {
         let admin_url = admin_url();
         let mut admin = match PgConnection::connect(&admin_url).await {
             Ok(admin) => admin,
             Err(e) => {
                 if required() {
-                    panic!("REQUIRE_POSTGRES=1 but PostgreSQL at {admin_url} is unreachable: {e}");
+                    panic!(
+                        "PostgreSQL at {admin_url} is unreachable: {e}. Start it, point SESSION_REAPER_TEST_POSTGRES \
+                         at one, or set SKIP_POSTGRES=1 to skip the PostgreSQL halves of the tests"
+                    );
                 }
-                eprintln!("\n!!!!! SKIPPING the PostgreSQL half of this test: {admin_url} is unreachable ({e}).");
-                eprintln!("!!!!! Start PostgreSQL or set SESSION_REAPER_TEST_POSTGRES; CI sets REQUIRE_POSTGRES=1.\n");
+                announce_skip(&admin_url, &e);
                 return None;
             }
         };
