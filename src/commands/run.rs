@@ -13,6 +13,8 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::worker::{Backoff, Outage, Reaper, RunMode};
 
+/// How long closing the connections may take at exit.
+const CLOSE_WITHIN: Duration = Duration::from_millis(500);
 /// Waits between attempts to reach the database at startup: the first and the most.
 const STARTUP_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(10));
 
@@ -35,7 +37,8 @@ pub async fn run(config: Config, once: bool) -> anyhow::Result<()> {
         .run(mode, shutdown)
         .await;
     listener_stop.cancel();
-    store.close().await;
+    // Closing says goodbye to the server; a database that does not answer gets a moment only.
+    let _ = tokio::time::timeout(CLOSE_WITHIN, store.close()).await;
     result
 }
 

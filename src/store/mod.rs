@@ -21,8 +21,8 @@ use prometheus_client::metrics::counter::Counter;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::{
-    ClaimRequest, Claimed, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Requeue, STILL_DUE_FOR, SessionRow,
-    SetAside, State, StatusReport,
+    ClaimRequest, Claimed, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Renewal, Requeue, STILL_DUE_FOR,
+    SessionRow, SetAside, State, StatusReport,
 };
 
 use crate::health::Health;
@@ -160,7 +160,7 @@ impl Store {
 
     /// Extends to `until` the leases `owner` still holds among `ids` (the heartbeat, for the
     /// rows this process has claimed and not yet written back).
-    pub async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> anyhow::Result<u64> {
+    pub async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> anyhow::Result<Renewal> {
         metered!(self, s => s.renew_leases(owner, ids, until))
     }
 

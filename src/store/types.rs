@@ -77,6 +77,15 @@ pub struct ClaimRequest<'a> {
     pub limit: u32,
 }
 
+/// What one lease renewal did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Renewal {
+    pub renewed: u64,
+    /// Rows still ours that another transaction (the application) held locked: skipped, not
+    /// waited on. Their leases run on; renewed at the next beat if the lock is gone by then.
+    pub locked: u64,
+}
+
 /// A row leased to us.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedRow {

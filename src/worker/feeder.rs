@@ -149,7 +149,12 @@ impl Feeder<'_> {
             if !waited || !self.until_room(shutdown).await || !self.until_gate_opens(shutdown).await {
                 return;
             }
-            let outcome = self.claim_once(&outage).await;
+            // A claim blocked by the database (a lock, an outage) must not hold up shutdown: the
+            // claim is abandoned (a lease it may have taken runs out by itself).
+            let outcome = tokio::select! {
+                outcome = self.claim_once(&outage) => outcome,
+                _ = shutdown.cancelled() => return,
+            };
             if outcome != ClaimOutcome::Failed {
                 backoff.reset();
             }
@@ -249,7 +254,11 @@ impl Feeder<'_> {
     /// first. An idle daemon thus makes one query per poll interval and no claim at all.
     async fn due_now(&self, found_nothing: bool, shutdown: &CancellationToken) -> Option<bool> {
         let poll = self.worker.poll_interval;
-        let due_in = match self.store.next_due(self.worker.stale_after).await {
+        let next = tokio::select! {
+            next = self.store.next_due(self.worker.stale_after) => next,
+            _ = shutdown.cancelled() => return None,
+        };
+        let due_in = match next {
             Ok(Some(due)) => Some((due - self.clock.now()).to_std().unwrap_or(Duration::ZERO)),
             Ok(None) => None,
             Err(e) => {

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::held::Held;
 use super::limiter::Limiter;
+use super::outage::Outage;
 use crate::clock::Clock;
 use crate::config::WorkerConfig;
 use crate::metrics::Metrics;
@@ -35,6 +36,27 @@ pub struct Heartbeat {
     pub clock: Clock,
     /// Rows claimed and not yet written back: the leases to renew.
     pub held: Arc<Held>,
+    /// Failing renewals and heartbeats are reported once when they start and once when they
+    /// end, not on every beat.
+    pub trouble: HeartbeatTrouble,
+}
+
+/// What the heartbeat reports once per episode.
+pub struct HeartbeatTrouble {
+    renewals: Outage,
+    beats: Outage,
+    /// Whether rows locked by another transaction are being skipped (said once per episode).
+    locked_rows: std::sync::atomic::AtomicBool,
+}
+
+impl Default for HeartbeatTrouble {
+    fn default() -> Self {
+        Self {
+            renewals: Outage::new("could not renew leases", "leases renewed again"),
+            beats: Outage::new("could not record the heartbeat", "heartbeat recorded again"),
+            locked_rows: Default::default(),
+        }
+    }
 }
 
 impl Heartbeat {
@@ -44,15 +66,41 @@ impl Heartbeat {
         let held = self.held.ids();
         if !held.is_empty() {
             let until = now + chrono_duration(self.worker.lease);
-            if let Err(e) = self.store.renew_leases(&self.instance_id, &held, until).await {
-                tracing::warn!(error = format!("{e:#}"), "could not renew leases");
+            match self.store.renew_leases(&self.instance_id, &held, until).await {
+                Ok(renewal) => {
+                    self.trouble.renewals.succeeded();
+                    self.note_locked(renewal.locked);
+                }
+                Err(e) => {
+                    self.trouble.renewals.failed(&e);
+                }
             }
         }
         let beat = self.instance();
         let lease = self.worker.lease;
         match self.store.beat(&beat, now, lease, lease * FORGET_AFTER_LEASES).await {
-            Ok(live) => self.take_share(live.max(1)),
-            Err(e) => tracing::warn!(error = format!("{e:#}"), "could not record the heartbeat"),
+            Ok(live) => {
+                self.trouble.beats.succeeded();
+                self.take_share(live.max(1))
+            }
+            Err(e) => {
+                self.trouble.beats.failed(&e);
+            }
+        }
+    }
+
+    /// Rows the application holds locked are skipped by the renewal; said once per episode.
+    fn note_locked(&self, locked: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let was = self.trouble.locked_rows.swap(locked > 0, Relaxed);
+        if locked > 0 && !was {
+            tracing::warn!(
+                locked,
+                "lease renewal skipped rows another transaction holds locked; their leases run on \
+                 and another replica may take them over if the lock outlasts the lease"
+            );
+        } else if locked == 0 && was {
+            tracing::info!("lease renewal reaches every held row again");
         }
     }
 

@@ -44,6 +44,10 @@ use crate::systemd::Watchdog;
 const TICK: Duration = Duration::from_secs(1);
 /// The writer's last chance at shutdown, even when the grace is spent.
 const WRITER_FLOOR: Duration = Duration::from_secs(1);
+/// The heartbeat's and housekeeping's last chance at shutdown (removing this instance's row).
+const BACKGROUND_FLOOR: Duration = Duration::from_millis(500);
+/// How often a shutdown that waits says what it waits for.
+const SHUTDOWN_REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// When `run` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +150,7 @@ impl Reaper {
             no_new_requests: shutdown.clone(),
             abandon_in_flight: grace_over.clone(),
         };
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (outcomes, writer) = writer::Writer {
             store: self.store.clone(),
             instance_id: self.instance_id.clone(),
@@ -153,6 +158,7 @@ impl Reaper {
             metrics: self.metrics.clone(),
             give_up: grace_over.clone(),
             held: self.held.clone(),
+            dropped: dropped.clone(),
         }
         .spawn();
         let started = self.clock.now();
@@ -166,6 +172,7 @@ impl Reaper {
             metrics: self.metrics.clone(),
             clock: self.clock.clone(),
             held: self.held.clone(),
+            trouble: Default::default(),
         };
         heartbeat.beat().await;
         if let Err(e) = self.store.refresh_statistics().await {
@@ -238,10 +245,19 @@ impl Reaper {
                 grace_over.cancel();
             }
         });
+        let mut next_report = Instant::now() + SHUTDOWN_REPORT_EVERY;
         loop {
             tokio::select! {
                 joined = workers.join_next() => if joined.is_none() { break },
                 _ = tokio::time::sleep(TICK) => self.tick.turn(),
+            }
+            if shutdown.is_cancelled() && Instant::now() >= next_report {
+                next_report += SHUTDOWN_REPORT_EVERY;
+                tracing::info!(
+                    in_flight = self.metrics.in_flight_now(),
+                    grace_left_s = deadline.saturating_duration_since(Instant::now()).as_secs(),
+                    "shutting down: waiting for requests in flight"
+                );
             }
         }
         drop(outcomes);
@@ -249,13 +265,31 @@ impl Reaper {
         let mut writer = writer;
         let remaining = deadline.saturating_duration_since(Instant::now()).max(WRITER_FLOOR);
         if tokio::time::timeout(remaining, &mut writer).await.is_err() {
+            tracing::info!(
+                held = self.held.ids().len(),
+                "shutting down: the grace is spent; giving up on outcomes the database has not taken"
+            );
             grace_over.cancel();
             writer.await.ok();
         }
         grace_timer.abort();
         background.cancel();
-        heartbeat.await.ok();
-        housekeeping.await.ok();
+        // Removing this instance's row is worth a moment, not an unbounded wait on the database.
+        let background_left = deadline.saturating_duration_since(Instant::now()).max(BACKGROUND_FLOOR);
+        for task in [heartbeat, housekeeping] {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(background_left, task).await.is_err() {
+                abort.abort();
+            }
+        }
+        let dropped = dropped.load(std::sync::atomic::Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "outcomes not written at shutdown: those rows come free when their leases run out \
+                 and are tried again (the API answers 1833 for any already deleted)"
+            );
+        }
         let ran_for = (self.clock.now() - started).to_std().unwrap_or_default();
         self.metrics.log_summary(0, ran_for.as_secs_f64());
         tracing::info!("reaper stopped");

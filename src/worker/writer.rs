@@ -14,6 +14,7 @@
 //! being written (one on SQLite, two on PostgreSQL).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc};
@@ -45,6 +46,8 @@ pub struct Writer {
     pub give_up: CancellationToken,
     /// Rows claimed and not yet written back; a batch leaves it once written or given up on.
     pub held: Arc<Held>,
+    /// Outcomes given up on at shutdown (their rows come free when the leases run out).
+    pub dropped: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -92,11 +95,24 @@ impl Writer {
     }
 
     /// Writes one batch, retrying while the database is away. `outage` is shared by the
-    /// writers, so an outage is reported once, not once per batch or per writer.
+    /// writers, so an outage is reported once, not once per batch or per writer. Once `give_up`
+    /// fires, a statement still waiting on the database is abandoned and no new one is started.
     async fn write(&self, batch: &[OutcomeWrite], outage: &Outage) {
         let mut backoff = Backoff::new(WRITE_BACKOFF.0, WRITE_BACKOFF.1);
         loop {
-            match self.store.write_outcomes(&self.instance_id, batch).await {
+            let written = tokio::select! {
+                written = self.store.write_outcomes(&self.instance_id, batch), if !self.give_up.is_cancelled() => written,
+                _ = self.give_up.cancelled() => {
+                    self.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    tracing::error!(
+                        dropped = batch.len(),
+                        "shutting down with outcomes the database has not taken: not written; \
+                         their rows will be tried again when their leases run out"
+                    );
+                    return;
+                }
+            };
+            match written {
                 Ok(written) => {
                     outage.succeeded();
                     let lost = batch.len() as u64 - written.min(batch.len() as u64);
@@ -108,14 +124,6 @@ impl Writer {
                 }
                 Err(e) => {
                     outage.failed(&e);
-                    if self.give_up.is_cancelled() {
-                        tracing::error!(
-                            dropped = batch.len(),
-                            "shutting down with the database still unavailable: outcomes not written; \
-                             their rows will be tried again when their leases run out"
-                        );
-                        return;
-                    }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff.next_wait()) => {}
                         _ = self.give_up.cancelled() => {}

@@ -165,7 +165,8 @@ async fn a_renewed_lease_is_not_taken_over() {
         let renewed = store
             .renew_leases("slow", &held, t0() + chrono::Duration::seconds(60))
             .await
-            .unwrap();
+            .unwrap()
+            .renewed;
         assert_eq!(renewed, 1, "{}", db.name());
         let at = t0() + chrono::Duration::seconds(45);
         assert!(
@@ -186,13 +187,13 @@ async fn a_renewal_extends_only_the_listed_leases_of_its_owner() {
         let [a, b, c] = [claimed[0].id, claimed[1].id, claimed[2].id];
         let until = t0() + chrono::Duration::seconds(60);
         assert_eq!(
-            store.renew_leases("slow", &[a, b], until).await.unwrap(),
+            store.renew_leases("slow", &[a, b], until).await.unwrap().renewed,
             2,
             "{}",
             db.name()
         );
         assert_eq!(
-            store.renew_leases("other", &[c], until).await.unwrap(),
+            store.renew_leases("other", &[c], until).await.unwrap().renewed,
             0,
             "{}: only the owner renews",
             db.name()

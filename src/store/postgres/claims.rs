@@ -81,17 +81,30 @@ impl PgStore {
     }
 
     /// Locks: the listed rows still leased to `owner`, in id order (as outcomes lock them).
-    pub async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> anyhow::Result<u64> {
-        let done = sqlx::query(
-            "UPDATE reaper_sessions SET lease_expires_at = $1
-              WHERE id = ANY($2) AND lease_owner = $3 AND state IN ('pending', 'retrying')",
+    /// Rows the application holds locked are skipped (`SKIP LOCKED`) rather than waited on, so
+    /// one locked row cannot stall the renewal of all the others; they are counted as `locked`.
+    pub async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> anyhow::Result<Renewal> {
+        let row = sqlx::query(
+            "WITH mine AS (
+                 SELECT id FROM reaper_sessions
+                  WHERE id = ANY($2) AND lease_owner = $3 AND state IN ('pending', 'retrying')),
+             free AS (
+                 SELECT id FROM reaper_sessions WHERE id IN (SELECT id FROM mine)
+                  ORDER BY id FOR UPDATE SKIP LOCKED),
+             renewed AS (
+                 UPDATE reaper_sessions r SET lease_expires_at = $1 FROM free WHERE r.id = free.id RETURNING r.id)
+             SELECT (SELECT COUNT(*) FROM renewed) AS renewed, (SELECT COUNT(*) FROM mine) AS mine",
         )
         .bind(until)
         .bind(ids)
         .bind(owner)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await
         .context("Failed to renew leases")?;
-        Ok(done.rows_affected())
+        let (renewed, mine) = (row.required_int("renewed")?, row.required_int("mine")?);
+        Ok(Renewal {
+            renewed: renewed as u64,
+            locked: (mine - renewed).max(0) as u64,
+        })
     }
 }

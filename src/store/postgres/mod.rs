@@ -18,8 +18,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
 use super::rows::{self, ReadRow};
-use super::types::Claimed;
 use super::types::{self as types};
+use super::types::{Claimed, Renewal};
 use super::{
     ClaimRequest, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Requeue, SessionRow, StatusReport,
     chrono_duration,
@@ -34,9 +34,19 @@ const MAX_CONNECTIONS: u32 = 6;
 const OUTCOME_CHUNK: usize = 1024;
 /// How long a query waits for a free connection before the outage is reported.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest any statement of the daemon may run (server-side `statement_timeout`): below the
+/// default `shutdown.grace`, so no single statement can hold the daemon past it.
+const STATEMENT_TIMEOUT: &str = "10s";
+/// Longest a statement waits for a lock the application holds (`lock_timeout`), e.g. a
+/// `LOCK TABLE` or `VACUUM FULL`: the claim then fails and is retried, reported once.
+const LOCK_TIMEOUT: &str = "5s";
+/// Longest migrations wait for a lock before giving up and naming who holds it.
+const MIGRATION_LOCK_TIMEOUT: &str = "10s";
 
 #[derive(Clone, Debug)]
 pub struct PgStore {
+    /// For migrations, which get a connection of their own with other timeouts.
+    options: std::sync::Arc<PgConnectOptions>,
     pool: PgPool,
     /// Claims only, committed without waiting for the WAL flush (`synchronous_commit = off`):
     /// the feeder waits on each claim, and a claim lost to a server crash only frees its rows
@@ -46,7 +56,10 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let options = PgConnectOptions::from_str(url).context("Failed to parse the PostgreSQL URL")?;
+        let base = PgConnectOptions::from_str(url).context("Failed to parse the PostgreSQL URL")?;
+        let options = base
+            .clone()
+            .options([("statement_timeout", STATEMENT_TIMEOUT), ("lock_timeout", LOCK_TIMEOUT)]);
         let pool = |connections| {
             PgPoolOptions::new()
                 .max_connections(connections)
@@ -59,14 +72,72 @@ impl PgStore {
             pool(MAX_CONNECTIONS).connect_with(options),
         )
         .context("Failed to connect to PostgreSQL")?;
-        Ok(Self { pool, claims })
+        Ok(Self {
+            options: std::sync::Arc::new(base),
+            pool,
+            claims,
+        })
     }
 
+    /// On a connection of its own: no statement timeout (building an index on a big table may
+    /// take minutes), but a bounded wait for locks. When the application holds one (a long
+    /// transaction, `LOCK TABLE`), the error names who holds it instead of hanging.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        sqlx::migrate!("migrations/postgres")
-            .run(&self.pool)
+        // A pool of one rather than a bare connection: sqlx's migrator over `&mut PgConnection`
+        // makes a future that is not `Send`.
+        let conn = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(
+                PgConnectOptions::clone(&self.options)
+                    .options([("statement_timeout", "0"), ("lock_timeout", MIGRATION_LOCK_TIMEOUT)]),
+            )
             .await
-            .context("Failed to migrate the PostgreSQL database")
+            .context("Failed to connect to PostgreSQL for migrations")?;
+        let migrated = sqlx::migrate!("migrations/postgres").run(&conn).await;
+        let result = match migrated {
+            Ok(()) => Ok(()),
+            Err(e) if format!("{e:?}").contains("55P03") || e.to_string().contains("lock timeout") => {
+                let holders = self.lock_holders().await.unwrap_or_else(|e| format!("unknown ({e:#})"));
+                Err(anyhow::anyhow!(
+                    "migrations waited {MIGRATION_LOCK_TIMEOUT} for a lock on reaper_sessions and gave up; held by {holders}"
+                ))
+            }
+            Err(e) => Err(anyhow::Error::new(e).context("Failed to migrate the PostgreSQL database")),
+        };
+        conn.close().await;
+        result
+    }
+
+    /// Who holds locks on the daemon's tables (or advisory locks) right now: pid, application,
+    /// state and transaction age. Never the query text, which may carry session ids.
+    async fn lock_holders(&self) -> anyhow::Result<String> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT a.pid, COALESCE(NULLIF(a.application_name, ''), '?') AS app, COALESCE(a.state, '?') AS state,
+                    COALESCE(EXTRACT(EPOCH FROM now() - a.xact_start)::bigint, 0) AS xact_s
+               FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+              WHERE l.granted AND l.pid <> pg_backend_pid()
+                AND (l.relation IN (to_regclass('reaper_sessions'), to_regclass('reaper_instances'))
+                     OR l.locktype = 'advisory')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok("nobody any more".to_owned());
+        }
+        let holders: anyhow::Result<Vec<String>> = rows
+            .iter()
+            .map(|row| {
+                Ok(format!(
+                    "pid {} ({}, {}, transaction open {} s)",
+                    row.required_int("pid")?,
+                    row.required_text("app")?,
+                    row.required_text("state")?,
+                    row.required_int("xact_s")?
+                ))
+            })
+            .collect();
+        Ok(holders?.join(", "))
     }
 
     pub async fn close(&self) {

@@ -145,7 +145,7 @@ impl SqliteStore {
     }
 
     /// Locks: the database for writing; renews the listed rows still leased to `owner`.
-    pub async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> anyhow::Result<u64> {
+    pub async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> anyhow::Result<Renewal> {
         let done = sqlx::query(
             "UPDATE reaper_sessions SET lease_expires_at = ?1
               WHERE id IN (SELECT value FROM json_each(?3))
@@ -157,6 +157,10 @@ impl SqliteStore {
         .execute(&self.writer)
         .await
         .context("Failed to renew leases")?;
-        Ok(done.rows_affected())
+        // SQLite has no row locks: the write lock covers the whole statement.
+        Ok(Renewal {
+            renewed: done.rows_affected(),
+            locked: 0,
+        })
     }
 }

@@ -18,7 +18,7 @@ use sqlx::{QueryBuilder, Row, SqlitePool};
 
 use super::rows::{self, ReadRow};
 use super::types::{self as types};
-use super::types::{Claimed, SetAside};
+use super::types::{Claimed, Renewal, SetAside};
 use super::{
     ClaimRequest, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Requeue, SessionRow, StatusReport,
     chrono_duration,
