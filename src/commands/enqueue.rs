@@ -97,7 +97,7 @@ fn progress_for_stdin() -> Shown {
             by_bytes: true,
         },
         None => Shown {
-            bar: progress::spinner("{spinner} enqueue: {human_pos} lines read, {per_sec} {msg}"),
+            bar: progress::spinner("{spinner} enqueue: {human_pos} lines read, {rate} {msg}"),
             by_bytes: false,
         },
     }

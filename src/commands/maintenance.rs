@@ -123,10 +123,10 @@ pub async fn prune(config: &Config, older_than: Duration, dry_run: bool) -> anyh
             .sum();
         progress::bar(
             total.max(0) as u64,
-            "prune [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, ETA {eta}",
+            "prune [{bar:30}] {human_pos}/{human_len} rows, {rate}, ETA {eta}",
         )
     } else {
-        progress::spinner("{spinner} prune: {human_pos} rows deleted, {per_sec}")
+        progress::spinner("{spinner} prune: {human_pos} rows deleted, {rate}")
     };
     let mut pruned = 0;
     loop {

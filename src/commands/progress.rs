@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// How often a spinner turns when nothing else moves it.
 const TICK: Duration = Duration::from_millis(120);
@@ -25,14 +25,19 @@ fn target() -> ProgressDrawTarget {
     }
 }
 
-/// A bar over `len` units; `template` uses indicatif's keys (`{pos}`, `{bytes}`, ...).
+/// indicatif's keys plus `{rate}`: units per second, whole (`{per_sec}` shows four decimals).
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .expect("a valid progress template")
+        .with_key("rate", |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+            let _ = write!(out, "{:.0}/s", state.per_sec());
+        })
+}
+
+/// A bar over `len` units; `template` uses indicatif's keys (`{pos}`, `{bytes}`, ...) and `{rate}`.
 pub fn bar(len: u64, template: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(len), target());
-    bar.set_style(
-        ProgressStyle::with_template(template)
-            .expect("a valid progress template")
-            .progress_chars("=> "),
-    );
+    bar.set_style(style(template).progress_chars("=> "));
     bar.enable_steady_tick(TICK);
     bar
 }
@@ -40,7 +45,7 @@ pub fn bar(len: u64, template: &str) -> ProgressBar {
 /// A spinner for work of unknown size.
 pub fn spinner(template: &str) -> ProgressBar {
     let spinner = ProgressBar::with_draw_target(None, target());
-    spinner.set_style(ProgressStyle::with_template(template).expect("a valid progress template"));
+    spinner.set_style(style(template));
     spinner.enable_steady_tick(TICK);
     spinner
 }
