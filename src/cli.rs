@@ -32,17 +32,32 @@ pub enum Command {
     Migrate,
     /// Read session ids from stdin, one per line, and mark them due now.
     Enqueue,
-    /// Counts per state, backlog age and last success.
+    /// Counts per state, backlog age and last success. Only reads: it never creates, migrates
+    /// or writes the database (a missing file or table is an error).
     Status {
-        /// One JSON object instead of text.
+        /// One JSON object instead of text (with --watch, one object per line).
         #[arg(long)]
         json: bool,
+        /// Show it again every SECS seconds (default 2) until Ctrl-C; on a terminal the screen
+        /// is redrawn.
+        #[arg(
+            long,
+            value_name = "SECS",
+            num_args = 0..=1,
+            default_missing_value = "2",
+            value_parser = clap::value_parser!(u64).range(1..=3600)
+        )]
+        watch: Option<u64>,
     },
-    /// Move rows back to `pending` with fresh attempts: every `failed` row, or the listed ids.
+    /// Move final rows back to `pending` with fresh attempts: every `failed` row, or the listed
+    /// ids. Ids without a row, or whose row is not final, are reported (exit 65).
     Requeue {
         /// Requeue every `failed` row.
         #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
         failed: bool,
+        /// Print which rows would move (row ids and 8-character session prefixes); change nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Session ids to requeue (any final state).
         ids: Vec<String>,
     },
@@ -51,13 +66,17 @@ pub enum Command {
         /// Finished longer ago than this, like `30d`.
         #[arg(long, value_parser = humantime::parse_duration)]
         older_than: std::time::Duration,
+        /// Print how many rows would be deleted, per state; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print the effective configuration (apikey redacted); exit 78 if it is invalid.
     CheckConfig,
     /// See the whole job without a Zoho account: a local stand-in API, a SQLite file of
     /// sessions of every kind, the daemon until all are done, then `status`.
     Demo {
-        /// SQLite file to create (replaced if it exists).
+        /// SQLite file to create. An existing file is replaced only if an earlier `demo` made it;
+        /// any other file is left alone (exit 1).
         #[arg(long, default_value = "session-reaper-demo.db")]
         database: PathBuf,
         /// How many sessions to seed.

@@ -19,6 +19,9 @@ use crate::worker::{Reaper, RunMode};
 const DONE_POLL: Duration = Duration::from_millis(250);
 /// The key the demo's stand-in accepts; it never leaves loopback.
 const DEMO_APIKEY: &str = "demo-key";
+/// `PRAGMA application_id` of a database the demo created ("SRDm"): the mark that lets a later
+/// `demo` replace the file, and nothing else. It lives in the file header (bytes 68..72).
+const DEMO_APPLICATION_ID: u32 = 0x5352_446d;
 
 /// Scenario prefixes (see `standin`) and the share of seeded sessions each gets, in percent.
 const MIX: [(&str, usize); 8] = [
@@ -36,9 +39,7 @@ pub async fn demo(mut config: Config, database: &Path, sessions: usize) -> anyho
     let standin = StandIn::start(SocketAddr::from(([127, 0, 0, 1], 0)), DEMO_APIKEY, false)
         .await
         .context("Failed to start the stand-in API")?;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
-    }
+    replace_demo_database(database)?;
     config.database.url = format!("sqlite://{}", database.display());
     config.api.base_url = standin.base_url().parse().expect("a loopback URL");
     config.api.apikey = Some(SecretString::from(DEMO_APIKEY));
@@ -48,7 +49,8 @@ pub async fn demo(mut config: Config, database: &Path, sessions: usize) -> anyho
     config.retry.max_delay = Duration::from_secs(2);
     let _logs = crate::telemetry::init(&config.log);
 
-    let store = super::open_store(&config).await?;
+    mark_as_demo(database).await?;
+    let store = super::open_named(&config).await?;
     let ids = seed_ids(sessions);
     store.enqueue(&ids, Utc::now()).await?;
     eprintln!(
@@ -77,6 +79,63 @@ pub async fn demo(mut config: Config, database: &Path, sessions: usize) -> anyho
         "inspect: sqlite3 {} 'SELECT session_id, state, attempts, last_http_status, last_api_code, last_error FROM reaper_sessions LIMIT 20'",
         database.display()
     );
+    Ok(())
+}
+
+/// Removes an earlier demo's database (and its `-wal`/`-shm`), so the demo starts afresh; any
+/// other file at that path is left alone and is an error: `--database` may point anywhere.
+fn replace_demo_database(database: &Path) -> anyhow::Result<()> {
+    let metadata = match std::fs::symlink_metadata(database) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("Failed to look at {}", database.display())),
+    };
+    if !metadata.is_file() || !is_demo_database(database) {
+        anyhow::bail!(
+            "{} exists and is not a database an earlier `demo` created; the demo replaces only \
+             its own files: pick another --database, or remove this one yourself",
+            database.display()
+        );
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", database.display());
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("Failed to remove {path}")),
+        }
+    }
+    Ok(())
+}
+
+/// Whether the file is a SQLite database whose header carries the demo's application id. Read
+/// from the header directly: opening a stranger's file with SQLite could already change it.
+fn is_demo_database(path: &Path) -> bool {
+    use std::io::Read;
+    let mut header = [0u8; 72];
+    let read = std::fs::File::open(path).and_then(|mut file| file.read_exact(&mut header));
+    read.is_ok()
+        && header.starts_with(b"SQLite format 3\0")
+        && u32::from_be_bytes([header[68], header[69], header[70], header[71]]) == DEMO_APPLICATION_ID
+}
+
+/// Creates the demo's file with its mark, before the store switches it to WAL (so the mark is
+/// in the main file's header at once, not only in the write-ahead log).
+async fn mark_as_demo(database: &Path) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(database)
+        .create_if_missing(true);
+    let mut connection = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .with_context(|| format!("Failed to create the demo database {}", database.display()))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "PRAGMA application_id = {DEMO_APPLICATION_ID}"
+    )))
+    .execute(&mut connection)
+    .await
+    .with_context(|| format!("Failed to mark {} as the demo's", database.display()))?;
+    connection.close().await.context("Failed to close the demo database")?;
     Ok(())
 }
 

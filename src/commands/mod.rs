@@ -3,19 +3,29 @@
 mod demo;
 mod enqueue;
 mod maintenance;
+mod progress;
 mod run;
 mod status;
 
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
-use crate::config::{self, Config, EXIT_CONFIG, Sources};
+use crate::config::{self, Config, EXIT_CONFIG, Sources, database_label};
 use crate::store::Store;
+
+/// sysexits `EX_DATAERR`: some of the input (enqueued lines, requeued ids) could not be used.
+pub const EXIT_DATAERR: u8 = 65;
 
 /// Runs one command and turns its result into the process's exit code.
 pub async fn execute(cli: Cli) -> ExitCode {
     let needs_apikey = matches!(cli.command, Command::Run { .. } | Command::CheckConfig);
-    let load = || config::load(&Sources::from_process(cli.config.clone(), needs_apikey));
+    let load = || {
+        let sources = Sources::from_process(cli.config.clone(), needs_apikey);
+        for warning in config::ignored_variables(&sources.env) {
+            eprintln!("session-reaper: warning: {warning}");
+        }
+        config::load(&sources)
+    };
     let result = match cli.command {
         Command::StandIn {
             listen,
@@ -44,9 +54,9 @@ pub async fn execute(cli: Cli) -> ExitCode {
                 Command::Run { once } => run::run(config, once).await,
                 Command::Migrate => migrate(&config).await,
                 Command::Enqueue => enqueue::enqueue(&config).await,
-                Command::Status { json } => status::status(&config, json).await,
-                Command::Requeue { failed, ids } => maintenance::requeue(&config, failed, &ids).await,
-                Command::Prune { older_than } => maintenance::prune(&config, older_than).await,
+                Command::Status { json, watch } => status::status(&config, json, watch).await,
+                Command::Requeue { failed, ids, dry_run } => maintenance::requeue(&config, failed, &ids, dry_run).await,
+                Command::Prune { older_than, dry_run } => maintenance::prune(&config, older_than, dry_run).await,
                 _ => unreachable!("handled above"),
             }
         }
@@ -57,7 +67,7 @@ pub async fn execute(cli: Cli) -> ExitCode {
             if let Some(exit) = e.downcast_ref::<Exit>() {
                 return ExitCode::from(exit.0);
             }
-            eprintln!("session-reaper: error: {e:#}");
+            eprintln!("session-reaper: error: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
@@ -84,15 +94,103 @@ fn load_or_exit(load: impl FnOnce() -> Result<Config, config::ConfigErrors>) -> 
     })
 }
 
-/// Opens the configured database and brings its schema up to date.
+/// An error as one line: each context, then the cause in words. A database error is cut to the
+/// database's own message: sqlx's display repeats its source, and PostgreSQL's adds the line of
+/// the server's C source it came from.
+pub fn describe(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let part = if let Some(e) = cause.downcast_ref::<sqlx::Error>() {
+            Some(describe_sqlx(e))
+        } else {
+            cause.downcast_ref::<std::io::Error>().map(describe_io)
+        };
+        match part {
+            Some(part) => {
+                parts.push(part);
+                break;
+            }
+            None => parts.push(cause.to_string()),
+        }
+    }
+    parts.dedup();
+    parts.join(": ")
+}
+
+fn describe_sqlx(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(e) => e.message().to_owned(),
+        sqlx::Error::Io(e) => describe_io(e),
+        sqlx::Error::PoolTimedOut => "no connection within the pool's timeout".to_owned(),
+        sqlx::Error::Tls(e) => format!("TLS: {e}"),
+        sqlx::Error::Configuration(e) => e.to_string(),
+        sqlx::Error::Protocol(e) => e.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn describe_io(error: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        ErrorKind::TimedOut => "timed out".to_owned(),
+        ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        ErrorKind::NotFound => "not found".to_owned(),
+        _ => error.to_string(),
+    }
+}
+
+/// Opens the configured database and brings its schema up to date. A failure says what failed
+/// in words (a pool timeout is replaced by the reason one direct connection gives, a SQLite file
+/// in a missing directory says so); callers name the database.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let store = Store::connect(&config.database.url).await?;
-    store.migrate().await?;
-    Ok(store)
+    let url = &config.database.url;
+    let opened = async {
+        let store = Store::connect(url).await?;
+        store.migrate().await?;
+        anyhow::Ok(store)
+    }
+    .await;
+    match opened {
+        Ok(store) => Ok(store),
+        Err(e) => Err(explain_open_failure(url, e).await),
+    }
+}
+
+/// [`open_store`] with the database named in its error, for the operator commands.
+pub async fn open_named(config: &Config) -> anyhow::Result<Store> {
+    open_store(config).await.map_err(|e| name_database(config, e))
+}
+
+/// Prefixes an error with the database it concerns (path, or host:port/name; no password).
+pub fn name_database(config: &Config, error: anyhow::Error) -> anyhow::Error {
+    error.context(format!("database {}", database_label(&config.database.url)))
+}
+
+async fn explain_open_failure(url: &str, error: anyhow::Error) -> anyhow::Error {
+    let timed_out = error
+        .chain()
+        .any(|cause| matches!(cause.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::PoolTimedOut)));
+    if timed_out && let Some(cause) = Store::connect_error(url).await {
+        return cause;
+    }
+    if url.starts_with("sqlite:") {
+        let file = database_label(url);
+        if let Some(dir) = std::path::Path::new(&file).parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.exists()
+        {
+            return anyhow::anyhow!(
+                "Failed to open the SQLite database: the directory {} does not exist",
+                dir.display()
+            );
+        }
+    }
+    error
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let store = open_store(config).await?;
+    let store = open_named(config).await?;
     tracing::info!(backend = store.backend(), "migrations applied");
     Ok(())
 }

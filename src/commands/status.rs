@@ -1,37 +1,118 @@
-//! `status`: counts per state, backlog age and last success, as text or one JSON object.
+//! `status`: counts per state, backlog age and last success, as text or one JSON object; with
+//! `--watch`, again every few seconds until Ctrl-C.
+//!
+//! It only reads: the database is opened read-only and never created or migrated, so a wrong
+//! `database.url` is an error instead of a new, empty database that reports "nothing due".
 
-use chrono::Utc;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::config::Config;
-use crate::store::{InstanceRow, State, StatusReport};
+use super::name_database;
+use crate::config::{Config, redact_url};
+use crate::store::{InstanceRow, State, StatusReport, Store};
 
-pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
-    let store = super::open_store(config).await?;
-    let report = store.status(Utc::now(), config.worker.stale_after).await?;
-    let instances = store.instances().await?;
-    if as_json {
-        let mut json = to_json(&report);
-        json["instances"] = instances.iter().map(instance_json).collect();
-        println!("{json}");
-    } else {
-        print!("{}", to_text(&report));
-        for instance in &instances {
-            let beat = &instance.beat;
-            println!(
-                "instance {} on {} (pid {}, v{}): in flight {}, rate {}/s, deleted {}, last heartbeat {}",
-                beat.instance_id,
-                beat.host,
-                beat.pid,
-                beat.version,
-                beat.in_flight,
-                beat.rate_limit,
-                beat.counts.deleted,
-                instance.heartbeat_at.to_rfc3339()
-            );
+/// The tables `status` reads; without them the database was never migrated.
+const TABLES: &[&str] = &["reaper_sessions", "reaper_instances"];
+/// Clears a terminal and moves the cursor home, before each redraw of `--watch`.
+const CLEAR_SCREEN: &str = "\x1b[2J\x1b[H";
+
+pub async fn status(config: &Config, as_json: bool, watch: Option<u64>) -> anyhow::Result<()> {
+    let named = |e| name_database(config, e);
+    let store = Store::open_read_only(&config.database.url).await.map_err(named)?;
+    let missing = store.missing_tables(TABLES).await.map_err(named)?;
+    if !missing.is_empty() {
+        store.close().await;
+        return Err(named(anyhow::anyhow!(
+            "not migrated: missing {} (status only reads; `session-reaper migrate` creates the tables)",
+            missing.join(", ")
+        )));
+    }
+    let result = match watch {
+        None => match snapshot(&store, config, as_json).await {
+            Ok(text) => {
+                print!("{text}");
+                Ok(())
+            }
+            Err(e) => Err(named(e)),
+        },
+        Some(every) => watch_loop(&store, config, as_json, Duration::from_secs(every)).await,
+    };
+    store.close().await;
+    result
+}
+
+/// Shows a snapshot every `every` until Ctrl-C (or SIGTERM). On a terminal each one replaces
+/// the last; into a pipe they follow each other (JSON: one object per line). A failed read
+/// after the first is shown in place of the counts, and the watch goes on.
+async fn watch_loop(store: &Store, config: &Config, as_json: bool, every: Duration) -> anyhow::Result<()> {
+    let terminal = std::io::stdout().is_terminal();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("Failed to install the SIGTERM handler")?;
+    let mut first = true;
+    loop {
+        let shown = match snapshot(store, config, as_json).await {
+            Ok(text) => text,
+            Err(e) if first => return Err(name_database(config, e)),
+            Err(e) if as_json => format!("{}\n", json!({ "error": super::describe(&name_database(config, e)) })),
+            Err(e) => format!("error: {}\n", super::describe(&name_database(config, e))),
+        };
+        first = false;
+        let mut out = std::io::stdout().lock();
+        if terminal && !as_json {
+            let now = Utc::now().format("%H:%M:%S");
+            write!(
+                out,
+                "{CLEAR_SCREEN}every {}s, Ctrl-C stops; {now} UTC\n\n{shown}",
+                every.as_secs()
+            )?;
+        } else if as_json {
+            write!(out, "{shown}")?;
+        } else {
+            writeln!(out, "{shown}")?;
+        }
+        out.flush()?;
+        drop(out);
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = terminate.recv() => return Ok(()),
         }
     }
-    Ok(())
+}
+
+/// One reading, as the text or the JSON line to print.
+async fn snapshot(store: &Store, config: &Config, as_json: bool) -> anyhow::Result<String> {
+    let now = Utc::now();
+    let report = store.status(now, config.worker.stale_after).await?;
+    let instances = store.instances().await?;
+    let database = redact_url(&config.database.url);
+    if as_json {
+        let mut json = to_json(&report);
+        json["database"] = json!(database);
+        json["instances"] = instances.iter().map(instance_json).collect();
+        return Ok(format!("{json}\n"));
+    }
+    let mut out = format!("database: {database}\n");
+    out.push_str(&to_text(&report));
+    for instance in &instances {
+        let beat = &instance.beat;
+        out.push_str(&format!(
+            "instance {} on {} (pid {}, v{}): in flight {}, rate {}/s, deleted {}, last heartbeat {}\n",
+            beat.instance_id,
+            beat.host,
+            beat.pid,
+            beat.version,
+            beat.in_flight,
+            beat.rate_limit,
+            beat.counts.deleted,
+            ago(instance.heartbeat_at, now)
+        ));
+    }
+    Ok(out)
 }
 
 /// Seconds the oldest due row has waited (zero when nothing is due yet).
@@ -39,6 +120,17 @@ fn oldest_due_age(report: &StatusReport) -> Option<f64> {
     let due = report.earliest_due?;
     let age = (Utc::now() - due).num_milliseconds() as f64 / 1000.0;
     (age >= 0.0).then_some(age)
+}
+
+/// A wait in whole seconds, in human units: `30m 1s`, `2h 5m 3s`, `0s`.
+fn human(seconds: f64) -> String {
+    humantime::format_duration(Duration::from_secs(seconds.max(0.0) as u64)).to_string()
+}
+
+/// A moment with how long ago it was: `2026-11-30T10:13:02+00:00 (5m 3s ago)`.
+fn ago(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let seconds = (now - at).num_milliseconds() as f64 / 1000.0;
+    format!("{} ({} ago)", at.to_rfc3339(), human(seconds))
 }
 
 pub fn to_json(report: &StatusReport) -> Value {
@@ -61,17 +153,18 @@ pub fn to_json(report: &StatusReport) -> Value {
 }
 
 pub fn to_text(report: &StatusReport) -> String {
+    let now = Utc::now();
     let mut out = String::new();
     for state in State::ALL {
         out.push_str(&format!("{:<10} {}\n", state.as_str(), report.count(state)));
     }
     out.push_str(&format!("{:<10} {}\n", "in flight", report.in_flight));
-    let age = oldest_due_age(report).map_or("nothing due".to_owned(), |s| format!("{s:.1}s"));
+    let age = oldest_due_age(report).map_or("nothing due".to_owned(), human);
     out.push_str(&format!("oldest due: {age}\n"));
-    let last = report.last_success.map_or("never".to_owned(), |t| t.to_rfc3339());
+    let last = report.last_success.map_or("never".to_owned(), |t| ago(t, now));
     out.push_str(&format!("last success: {last}\n"));
     if let Some((at, error)) = &report.last_error {
-        out.push_str(&format!("last error: {} ({error})\n", at.to_rfc3339()));
+        out.push_str(&format!("last error: {}: {error}\n", ago(*at, now)));
     }
     out
 }

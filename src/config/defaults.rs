@@ -34,6 +34,15 @@ pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
 pub(super) const MAX_BATCH_SIZE: u32 = 10_000;
 pub(super) const MAX_CONCURRENCY: u128 = 4096;
 
+/// `SESSION_REAPER_*` variables that are not configuration and are read by something else:
+/// ignored without a warning.
+pub(super) const OTHER_VARIABLES: &[&str] = &[
+    // `stand-in --apikey`
+    "SESSION_REAPER_STANDIN_APIKEY",
+    // the test suite's PostgreSQL server
+    "SESSION_REAPER_TEST_POSTGRES",
+];
+
 /// Every key a config may set; anything else is reported as unknown.
 pub(super) const KNOWN_KEYS: &[&str] = &[
     "database.url",
@@ -58,6 +67,7 @@ pub(super) const KNOWN_KEYS: &[&str] = &[
     "shutdown.grace",
     "log.format",
     "log.level",
+    "log.session_ids",
     "log.summary_interval",
     "http.listen",
     "retention.finished",

@@ -71,9 +71,44 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
     reader.read_all(sources)
 }
 
+/// Whether a variable's name has the shape of configuration, `SESSION_REAPER_<SECTION>__<KEY>`
+/// (then a misspelt key is an error); other `SESSION_REAPER_*` names belong to something else.
+fn is_config_variable(name: &str) -> bool {
+    name.strip_prefix(ENV_PREFIX)
+        .is_some_and(|key| key.split("__").count() >= 2 && key.split("__").all(|part| !part.is_empty()))
+}
+
+/// One warning line for each `SESSION_REAPER_*` variable that is not configuration and that
+/// nothing else reads (`SESSION_REAPER_APIKEY` was probably meant as `SESSION_REAPER_API__APIKEY`).
+pub fn ignored_variables(env: &[(String, String)]) -> Vec<String> {
+    let mut names: Vec<&str> = env
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| name.starts_with(ENV_PREFIX) && !is_config_variable(name))
+        .filter(|name| !OTHER_VARIABLES.contains(name))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let rest = &name[ENV_PREFIX.len()..];
+            let guess = KNOWN_KEYS.iter().find(|key| {
+                let (section, leaf) = key.split_once('.').unwrap_or(("", key));
+                rest.eq_ignore_ascii_case(leaf) || rest.eq_ignore_ascii_case(&format!("{section}_{leaf}"))
+            });
+            let hint = match guess {
+                Some(key) => format!("; did you mean {ENV_PREFIX}{}?", key.replace('.', "__").to_uppercase()),
+                None => String::new(),
+            };
+            format!("ignoring {name}: configuration variables are {ENV_PREFIX}<SECTION>__<KEY>{hint}")
+        })
+        .collect()
+}
+
 /// `SESSION_REAPER_A__B=v` variables from an explicit list (figment's `Env` reads only the
 /// process environment, and tests pass their own). Values stay strings: an apikey of digits
-/// must not turn into a number.
+/// must not turn into a number. Names of another shape are not configuration and are skipped.
 struct EnvVars<'a>(&'a [(String, String)]);
 
 impl Provider for EnvVars<'_> {
@@ -85,7 +120,7 @@ impl Provider for EnvVars<'_> {
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         let mut root = Dict::new();
         for (name, value) in self.0 {
-            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+            let Some(key) = name.strip_prefix(ENV_PREFIX).filter(|_| is_config_variable(name)) else {
                 continue;
             };
             let mut parts: Vec<String> = key.split("__").map(str::to_lowercase).collect();
@@ -110,6 +145,7 @@ impl Provider for EnvVars<'_> {
 struct Reader {
     figment: Figment,
     problems: Vec<String>,
+    provenance: Provenance,
 }
 
 impl Reader {
@@ -126,6 +162,7 @@ impl Reader {
         let mut reader = Self {
             figment,
             problems: Vec::new(),
+            provenance: Provenance::default(),
         };
         let mut present = BTreeSet::new();
         flatten("", &all, &mut present);
@@ -236,9 +273,14 @@ impl Reader {
             }),
             level: self.read("log.level", "info".to_owned(), |v| {
                 let level = text(v)?;
-                tracing_subscriber::EnvFilter::try_new(&level)
-                    .map(|_| level.clone())
-                    .map_err(|e| format!("not a log level or filter ({e})"))
+                crate::telemetry::filter(&level).map(|_| level.clone())
+            }),
+            session_ids: self.read("log.session_ids", SessionIdLogging::Prefix, |v| {
+                match text(v)?.as_str() {
+                    "prefix" => Ok(SessionIdLogging::Prefix),
+                    "full" => Ok(SessionIdLogging::Full),
+                    other => Err(format!("expected \"prefix\" or \"full\", found {other:?}")),
+                }
             }),
             summary_interval: self.read("log.summary_interval", DEFAULT_SUMMARY_INTERVAL, |v| {
                 at_least(v, Duration::from_secs(1))
@@ -257,6 +299,17 @@ impl Reader {
                 at_least(v, Duration::from_secs(60)).map(Some)
             }),
         };
+        for key in KNOWN_KEYS {
+            if self.is_set(key) && !self.provenance.is_set(key) {
+                let source = self.source(key);
+                self.provenance.0.insert(key, source);
+            }
+        }
+        if !self.provenance.is_set("database.url") && sources.var("STATE_DIRECTORY").is_some() {
+            self.provenance
+                .0
+                .insert("database.url", "default, in $STATE_DIRECTORY".to_owned());
+        }
         if self.problems.is_empty() {
             Ok(Config {
                 database,
@@ -267,6 +320,7 @@ impl Reader {
                 log,
                 http,
                 retention,
+                provenance: self.provenance,
             })
         } else {
             Err(ConfigErrors(self.problems))
@@ -285,6 +339,7 @@ impl Reader {
         let base_url = self.read("api.base_url", dc_url, |v| base_url(&text(v)?));
         let apikey = self.read_apikey(sources);
         ApiConfig {
+            data_center,
             base_url,
             apikey,
             timeout: self.read("api.timeout", DEFAULT_TIMEOUT, |v| {
@@ -313,7 +368,17 @@ impl Reader {
         match file {
             Some(path) => match std::fs::read_to_string(&path) {
                 Ok(content) => match apikey(content.trim().to_owned()) {
-                    Ok(key) => Some(key),
+                    Ok(key) => {
+                        let how = if self.is_set("api.apikey_file") {
+                            format!("api.apikey_file, {}", self.source("api.apikey_file"))
+                        } else {
+                            "a systemd credential".to_owned()
+                        };
+                        self.provenance
+                            .0
+                            .insert("api.apikey", format!("read from {} ({how})", path.display()));
+                        Some(key)
+                    }
                     Err(why) => {
                         self.problem("api.apikey_file", format!("{}: {why}", path.display()));
                         None

@@ -5,6 +5,7 @@ mod defaults;
 mod load;
 mod values;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use reqwest::Url;
 use secrecy::SecretString;
 
 pub use defaults::{ENV_PREFIX, MAX_DURATION};
-pub use load::{ConfigErrors, Sources, load};
+pub use load::{ConfigErrors, Sources, ignored_variables, load};
 pub use values::data_center_host;
 
 /// Exit code for bad configuration (sysexits `EX_CONFIG`); systemd is told not to restart on it.
@@ -28,6 +29,24 @@ pub struct Config {
     pub log: LogConfig,
     pub http: HttpConfig,
     pub retention: RetentionConfig,
+    /// Where each key's value came from, for `check-config`.
+    pub provenance: Provenance,
+}
+
+/// Where each key's value came from: `default`, `from file ...`, `from environment variable ...`.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance(pub(crate) BTreeMap<&'static str, String>);
+
+impl Provenance {
+    /// The source of `key` as a phrase (`default` when no layer set it).
+    pub fn of(&self, key: &str) -> &str {
+        self.0.get(key).map_or("default", String::as_str)
+    }
+
+    /// Whether a file or a variable set `key`.
+    pub fn is_set(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +57,8 @@ pub struct DatabaseConfig {
 
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
+    /// `us`, `eu`, ...: picks `base_url` unless that is set.
+    pub data_center: String,
     /// Scheme, host and optional path prefix; the session path is appended to it.
     pub base_url: Url,
     /// `None` only for commands that never call the API (`migrate`, `status`, ...).
@@ -83,7 +104,27 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
+    /// How much of a session id a log line carries.
+    pub session_ids: SessionIdLogging,
     pub summary_interval: Duration,
+}
+
+/// `log.session_ids`: a live session id is a credential (it is the document's edit link), so log
+/// lines carry only its first 8 characters unless the operator asks for whole ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionIdLogging {
+    #[default]
+    Prefix,
+    Full,
+}
+
+impl SessionIdLogging {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionIdLogging::Prefix => "prefix",
+            SessionIdLogging::Full => "full",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -99,64 +140,156 @@ pub struct RetentionConfig {
 }
 
 impl Config {
-    /// The effective configuration as TOML-like lines, the apikey and passwords redacted.
+    /// The effective configuration as TOML (a TOML parser reads it, and so does `--config`), the
+    /// apikey and passwords redacted, each value followed by where it came from. Optional keys
+    /// that are not set appear as comments.
     pub fn render(&self) -> String {
-        let d = |d: Duration| humantime::format_duration(d).to_string();
-        let apikey = if self.api.apikey.is_some() {
-            "\"[redacted]\""
-        } else {
-            "(none)"
-        };
-        let listen = self.http.listen.map_or("(off)".to_owned(), |a| a.to_string());
-        let finished = self.retention.finished.map_or("(keep forever)".to_owned(), d);
+        let d = |d: Duration| toml_string(&humantime::format_duration(d).to_string());
         let format = match self.log.format {
             LogFormat::Json => "json",
             LogFormat::Pretty => "pretty",
         };
-        [
-            "[database]".to_owned(),
-            format!("url = \"{}\"", redact_url(&self.database.url)),
-            "[api]".to_owned(),
-            format!("base_url = \"{}\"", self.api.base_url),
-            format!("apikey = {apikey}"),
-            format!("timeout = \"{}\"", d(self.api.timeout)),
-            format!("connect_timeout = \"{}\"", d(self.api.connect_timeout)),
-            "[worker]".to_owned(),
-            format!("concurrency = {}", self.worker.concurrency),
-            format!("rate_per_second = {}", self.worker.rate_per_second),
-            format!("burst = {}", self.worker.burst),
-            format!("stale_after = \"{}\"", d(self.worker.stale_after)),
-            format!("lease = \"{}\"", d(self.worker.lease)),
-            format!("batch_size = {}", self.worker.batch_size),
-            format!("poll_interval = \"{}\"", d(self.worker.poll_interval)),
-            "[retry]".to_owned(),
-            format!("max_attempts = {}", self.retry.max_attempts),
-            format!("base_delay = \"{}\"", d(self.retry.base_delay)),
-            format!("max_delay = \"{}\"", d(self.retry.max_delay)),
-            format!("quota_pause = \"{}\"", d(self.retry.quota_pause)),
-            format!("key_pause = \"{}\"", d(self.retry.key_pause)),
-            "[shutdown]".to_owned(),
-            format!("grace = \"{}\"", d(self.shutdown.grace)),
-            "[log]".to_owned(),
-            format!("format = \"{format}\""),
-            format!("level = \"{}\"", self.log.level),
-            format!("summary_interval = \"{}\"", d(self.log.summary_interval)),
-            "[http]".to_owned(),
-            format!("listen = {listen}"),
-            "[retention]".to_owned(),
-            format!("finished = {finished}"),
-        ]
-        .join("\n")
+        let mut out = Render {
+            lines: Vec::new(),
+            provenance: &self.provenance,
+        };
+        out.section("database");
+        out.key("database.url", toml_string(&redact_url(&self.database.url)));
+        out.section("api");
+        out.key("api.data_center", toml_string(&self.api.data_center));
+        if self.provenance.is_set("api.base_url") {
+            out.key("api.base_url", toml_string(self.api.base_url.as_str()));
+        } else {
+            out.unset("api.base_url", &format!("{} (from data_center)", self.api.base_url));
+        }
+        match &self.api.apikey {
+            Some(_) => out.key("api.apikey", toml_string("[redacted]")),
+            None => out.unset("api.apikey", "none (commands that call the API need one)"),
+        }
+        out.key("api.timeout", d(self.api.timeout));
+        out.key("api.connect_timeout", d(self.api.connect_timeout));
+        out.section("worker");
+        out.key("worker.concurrency", self.worker.concurrency.to_string());
+        out.key("worker.rate_per_second", self.worker.rate_per_second.to_string());
+        out.key("worker.burst", self.worker.burst.to_string());
+        out.key("worker.stale_after", d(self.worker.stale_after));
+        out.key("worker.lease", d(self.worker.lease));
+        out.key("worker.batch_size", self.worker.batch_size.to_string());
+        out.key("worker.poll_interval", d(self.worker.poll_interval));
+        out.section("retry");
+        out.key("retry.max_attempts", self.retry.max_attempts.to_string());
+        out.key("retry.base_delay", d(self.retry.base_delay));
+        out.key("retry.max_delay", d(self.retry.max_delay));
+        out.key("retry.quota_pause", d(self.retry.quota_pause));
+        out.key("retry.key_pause", d(self.retry.key_pause));
+        out.section("shutdown");
+        out.key("shutdown.grace", d(self.shutdown.grace));
+        out.section("log");
+        out.key("log.format", toml_string(format));
+        out.key("log.level", toml_string(&self.log.level));
+        out.key("log.session_ids", toml_string(self.log.session_ids.as_str()));
+        out.key("log.summary_interval", d(self.log.summary_interval));
+        out.section("http");
+        match self.http.listen {
+            Some(listen) => out.key("http.listen", toml_string(&listen.to_string())),
+            None => out.unset("http.listen", "off"),
+        }
+        out.section("retention");
+        match self.retention.finished {
+            Some(keep) => out.key("retention.finished", d(keep)),
+            None => out.unset("retention.finished", "finished rows are kept forever"),
+        }
+        out.lines.join("\n")
     }
 }
 
-/// A database URL with its password replaced, for output an operator may paste anywhere.
-pub fn redact_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("redacted"));
-            parsed.to_string()
+/// Lines of `Config::render`.
+struct Render<'a> {
+    lines: Vec<String>,
+    provenance: &'a Provenance,
+}
+
+impl Render<'_> {
+    fn section(&mut self, name: &str) {
+        if !self.lines.is_empty() {
+            self.lines.push(String::new());
         }
-        _ => url.to_owned(),
+        self.lines.push(format!("[{name}]"));
+    }
+
+    /// `leaf = value  # source`; `value` is already TOML.
+    fn key(&mut self, key: &str, value: String) {
+        let leaf = key.rsplit('.').next().unwrap_or(key);
+        self.lines
+            .push(format!("{leaf} = {value}  # {}", self.provenance.of(key)));
+    }
+
+    /// An optional key no layer set: a comment, so that the output stays TOML.
+    fn unset(&mut self, key: &str, meaning: &str) {
+        let leaf = key.rsplit('.').next().unwrap_or(key);
+        self.lines.push(format!("# {leaf}: not set: {meaning}"));
+    }
+}
+
+/// A TOML basic string: quotes, backslashes and control characters escaped.
+fn toml_string(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A database URL with its password replaced (in the user part, or a `password=` /
+/// `sslpassword=` parameter), for output an operator may paste anywhere.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut parsed) = Url::parse(url) else {
+        return url.to_owned();
+    };
+    let secret = |name: &str| name.eq_ignore_ascii_case("password") || name.eq_ignore_ascii_case("sslpassword");
+    let mut changed = false;
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("redacted"));
+        changed = true;
+    }
+    if parsed.query_pairs().any(|(name, _)| secret(&name)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if secret(&name) { "redacted".into() } else { value };
+                (name.into_owned(), value.into_owned())
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        changed = true;
+    }
+    if changed { parsed.to_string() } else { url.to_owned() }
+}
+
+/// The database as error messages name it: the file of a SQLite URL, `host:port/database` of a
+/// PostgreSQL one (never a user's password).
+pub fn database_label(url: &str) -> String {
+    if url.starts_with("sqlite:") {
+        return match <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url) {
+            Ok(options) => options.get_filename().display().to_string(),
+            Err(_) => redact_url(url),
+        };
+    }
+    match Url::parse(url) {
+        Ok(parsed) => {
+            let host = parsed.host_str().unwrap_or("localhost");
+            let port = parsed.port().unwrap_or(5432);
+            format!("{host}:{port}{}", parsed.path())
+        }
+        Err(_) => redact_url(url),
     }
 }

@@ -226,6 +226,48 @@ impl Store {
     pub async fn touch(&self, session_id: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
         metered!(self, s => s.touch(session_id, at))
     }
+
+    /// Opens the database for `status`: read-only, never created, never migrated (SQLite:
+    /// `SQLITE_OPEN_READONLY`; PostgreSQL: read-only transactions, a `SELECT`-only role serves).
+    pub async fn open_read_only(url: &str) -> anyhow::Result<Self> {
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite(SqliteStore::open_read_only(url).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres(PgStore::open_read_only(url).await?)
+        } else {
+            anyhow::bail!("database.url must start with sqlite:, postgres:// or postgresql://")
+        };
+        Ok(Self {
+            backend,
+            meter: Meter::default(),
+        })
+    }
+
+    /// Why a connection to `url` fails, from one direct attempt (a pool reports a refused
+    /// PostgreSQL connection only as "pool timed out"); `None` when it succeeds or for SQLite.
+    pub async fn connect_error(url: &str) -> Option<anyhow::Error> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            PgStore::connect_error(url).await
+        } else {
+            None
+        }
+    }
+
+    /// Which of `names` (tables or views) the database lacks: it was not migrated.
+    pub async fn missing_tables(&self, names: &[&'static str]) -> anyhow::Result<Vec<&'static str>> {
+        metered!(self, s => s.missing_tables(names))
+    }
+
+    /// The rows a requeue looks at: every `failed` row, or the rows of the listed ids in any
+    /// state, as (row id, session id, state) in row id order. Ids without a row are absent.
+    pub async fn requeue_candidates(&self, which: Requeue<'_>) -> anyhow::Result<Vec<(i64, String, State)>> {
+        metered!(self, s => s.requeue_candidates(which))
+    }
+
+    /// What `prune` would delete: final rows finished before `cutoff`, counted per state.
+    pub async fn prunable(&self, cutoff: DateTime<Utc>) -> anyhow::Result<Vec<(State, i64)>> {
+        metered!(self, s => s.prunable(cutoff))
+    }
 }
 
 /// Whether a connection handed back to the pool may serve again. One still inside a transaction

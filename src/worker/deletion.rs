@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
-use tracing::{Span, field};
 
 use super::backoff::RetryPolicy;
 use super::gate::{Gate, Pass, Reopen};
@@ -15,7 +14,7 @@ use crate::clock::Clock;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::outcome::DeletionOutcome;
-use crate::session_id::{SessionId, printable};
+use crate::session_id::{SessionId, logged};
 use crate::store::{ClaimedRow, OutcomeWrite, STILL_DUE_FOR, State, Store};
 
 /// Pause after a 429 that named no `Retry-After`.
@@ -58,29 +57,55 @@ pub struct Recheck {
 impl Deleter {
     /// Deletes one row's session: waits for the gate and the rate limiter, sends, classifies.
     /// Pauses (429, quota, key) charge nothing and retry the same row once the gate reopens.
-    #[tracing::instrument(name = "deletion", skip_all, fields(
-        session_id = %printable(&row.session_id), attempt = i64::from(row.attempts) + 1,
-        outcome = field::Empty, http_status = field::Empty, api_code = field::Empty,
-        latency_ms = field::Empty, taken_over = row.taken_over, error = field::Empty,
+    ///
+    /// The `deletion finished` line carries every field itself (row, session prefix, attempt,
+    /// outcome, HTTP status, API code, latency, error), so it reads whole at any `log.level`;
+    /// the span (debug) gives the same row's identity to the debug and trace lines inside it.
+    #[tracing::instrument(name = "deletion", level = "debug", skip_all, fields(
+        row_id = row.id, session = %logged(&row.session_id), attempt = i64::from(row.attempts) + 1,
+        taken_over = row.taken_over,
     ))]
     pub async fn delete(&self, row: &ClaimedRow, stop: &Stop) -> (DeletionOutcome, OutcomeWrite) {
-        let (outcome, write) = self.attempt(row, stop).await;
-        Span::current().record("outcome", outcome.label());
-        if let OutcomeWrite::Finish { error: Some(error), .. } = &write {
-            Span::current().record("error", error.as_str());
-        }
+        let (outcome, write, latency) = self.attempt(row, stop).await;
         self.metrics.deletion(outcome);
+        let (http_status, api_code, error) = match &write {
+            OutcomeWrite::Finish {
+                http_status,
+                api_code,
+                error,
+                ..
+            } => (*http_status, *api_code, error.as_deref()),
+            OutcomeWrite::Release { .. } => (None, None, None),
+        };
+        let latency_ms = latency.map(|d| d.as_millis() as u64);
+        macro_rules! finished {
+            ($level:ident) => {
+                tracing::$level!(
+                    row_id = row.id,
+                    session = %logged(&row.session_id),
+                    attempt = i64::from(row.attempts) + 1,
+                    outcome = outcome.label(),
+                    http_status,
+                    api_code,
+                    latency_ms,
+                    taken_over = row.taken_over,
+                    error,
+                    "deletion finished"
+                )
+            };
+        }
         if outcome.is_alarming() {
-            tracing::warn!("deletion finished")
+            finished!(warn)
         } else {
-            tracing::info!("deletion finished")
+            finished!(info)
         }
         (outcome, write)
     }
 
-    /// Sends the request (after the gate and the limiter) and turns the answer into an outcome.
-    async fn attempt(&self, row: &ClaimedRow, stop: &Stop) -> (DeletionOutcome, OutcomeWrite) {
-        let release = (DeletionOutcome::Released, OutcomeWrite::Release { id: row.id });
+    /// Sends the request (after the gate and the limiter) and turns the answer into an outcome;
+    /// with the latency of the concluding request, if one was sent.
+    async fn attempt(&self, row: &ClaimedRow, stop: &Stop) -> (DeletionOutcome, OutcomeWrite, Option<Duration>) {
+        let release = (DeletionOutcome::Released, OutcomeWrite::Release { id: row.id }, None);
         let id = match SessionId::parse(&row.session_id) {
             Ok(id) => id,
             Err(e) => {
@@ -95,7 +120,7 @@ impl Deleter {
                     next_attempt_at: None,
                     decided_at: self.clock.now(),
                 };
-                return (DeletionOutcome::Invalid, write);
+                return (DeletionOutcome::Invalid, write, None);
             }
         };
         loop {
@@ -114,22 +139,20 @@ impl Deleter {
                 answer = self.api.delete_session(&id) => answer,
                 _ = stop.abandon_in_flight.cancelled() => {
                     if pass == Pass::Probe { self.gate.probe_abandoned() }
-                    tracing::warn!("request abandoned: the shutdown grace ran out; the row is released");
+                    tracing::warn!(
+                        row_id = row.id,
+                        session = %logged(&row.session_id),
+                        attempt = i64::from(row.attempts) + 1,
+                        outcome = DeletionOutcome::Released.label(),
+                        "request abandoned: the shutdown grace ran out; the row is released"
+                    );
                     return release;
                 }
             };
-            self.metrics.answer(answer.class(), started.elapsed());
-            if self.pause_for(&answer) {
+            let latency = started.elapsed();
+            self.metrics.answer(answer.class(), latency);
+            if self.pause_for(row, &answer) {
                 continue;
-            }
-            // Only the concluding answer goes on the span (a pause is logged on its own line).
-            let span = Span::current();
-            span.record("latency_ms", started.elapsed().as_millis() as u64);
-            if let Some(status) = answer.http_status {
-                span.record("http_status", status);
-            }
-            if let Some(code) = answer.api_code {
-                span.record("api_code", code);
             }
             if pass == Pass::Probe {
                 if answer.http_status.is_some() {
@@ -141,7 +164,8 @@ impl Deleter {
                     self.gate.probe_abandoned();
                 }
             }
-            return self.outcome_of(row, answer, attempted_at);
+            let (outcome, write) = self.outcome_of(row, answer, attempted_at);
+            return (outcome, write, Some(latency));
         }
     }
 
@@ -211,7 +235,7 @@ impl Deleter {
 
     /// Closes the gate for answers that are the account's problem, not the row's. Returns
     /// whether the answer was such a pause (and the row should simply be tried again).
-    fn pause_for(&self, answer: &Answer) -> bool {
+    fn pause_for(&self, row: &ClaimedRow, answer: &Answer) -> bool {
         let (wait, reopen) = match answer.verdict {
             Verdict::RateLimited { retry_after } => (retry_after.unwrap_or(DEFAULT_429_PAUSE), Reopen::AtDeadline),
             Verdict::QuotaExhausted => (self.quota_pause, Reopen::WithProbe),
@@ -225,24 +249,35 @@ impl Deleter {
             self.metrics.pause(answer.class());
             let pause_s = wait.as_secs_f64();
             let http_status = answer.http_status;
+            let api_code = answer.api_code;
             let api_message = answer.message.as_deref().unwrap_or_default();
+            // The row whose answer started the pause is named too: the line stands alone.
+            let (row_id, session) = (row.id, logged(&row.session_id));
             match answer.verdict {
                 Verdict::KeyRejected => tracing::error!(
                     pause_s,
                     http_status,
-                    api_code = answer.api_code,
+                    api_code,
                     api_message,
+                    row_id,
+                    %session,
                     "the API rejected the apikey: all calls stopped, rows untouched; fix api.apikey"
                 ),
                 Verdict::QuotaExhausted => tracing::warn!(
                     pause_s,
                     http_status,
+                    api_code,
                     api_message,
+                    row_id,
+                    %session,
                     "the account's API quota is spent: all calls paused"
                 ),
                 _ => tracing::warn!(
                     pause_s,
                     http_status,
+                    api_code,
+                    row_id,
+                    %session,
                     "the API asked us to slow down (429): all calls paused"
                 ),
             }
@@ -274,7 +309,15 @@ impl Deleter {
             Verdict::Gone => (DeletionOutcome::Gone, finish(State::Gone, answer.message.clone(), None)),
             Verdict::Permanent => {
                 if answer.api_code == Some(CODE_DEPRECATED) {
-                    tracing::error!("the API says this call is deprecated (1879): session-reaper needs an update");
+                    tracing::error!(
+                        row_id = row.id,
+                        session = %logged(&row.session_id),
+                        attempt = attempts,
+                        http_status = answer.http_status,
+                        api_code = answer.api_code,
+                        error = answer.message.as_deref(),
+                        "the API says this call is deprecated (1879): session-reaper needs an update"
+                    );
                 }
                 (
                     DeletionOutcome::Failed,

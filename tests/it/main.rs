@@ -8,6 +8,7 @@ mod deletion;
 mod e2e;
 mod helpers;
 mod operations;
+mod operator;
 mod replicas;
 mod shutdown;
 mod store;

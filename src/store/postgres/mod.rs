@@ -6,6 +6,7 @@
 mod claims;
 mod instances;
 mod maintenance;
+mod operator;
 mod outcomes;
 mod reports;
 

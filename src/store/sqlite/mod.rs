@@ -5,6 +5,7 @@
 mod claims;
 mod instances;
 mod maintenance;
+mod operator;
 mod outcomes;
 mod reports;
 
