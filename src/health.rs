@@ -2,7 +2,7 @@
 //! round trip succeeded, and whether the API has rejected the key. Kept apart from the metrics:
 //! these are facts the process acts on, not numbers for Prometheus.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering::Relaxed};
 use std::time::Duration;
 
 #[derive(Debug)]
@@ -13,6 +13,16 @@ pub struct Health {
     key_rejected: AtomicBool,
     /// The last database round trip succeeded (for `/readyz`); written by the metered store.
     database_ok: AtomicBool,
+    /// The account's pause now in force, if any (`AccountPause as u8`, 0 for none): what
+    /// `run --once` exits on instead of waiting it out.
+    account_pause: AtomicU8,
+}
+
+/// A pause that is the account's, not a row's: it outlasts any single run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountPause {
+    QuotaSpent = 1,
+    KeyRejected = 2,
 }
 
 impl Default for Health {
@@ -21,6 +31,7 @@ impl Default for Health {
             last_tick_ms: AtomicI64::new(now_ms()),
             key_rejected: AtomicBool::new(false),
             database_ok: AtomicBool::new(true),
+            account_pause: AtomicU8::new(0),
         }
     }
 }
@@ -42,6 +53,19 @@ impl Health {
 
     pub fn set_key_rejected(&self, rejected: bool) {
         self.key_rejected.store(rejected, Relaxed);
+    }
+
+    /// A quota or key pause began (`Some`) or a probe succeeded (`None`).
+    pub fn set_account_pause(&self, pause: Option<AccountPause>) {
+        self.account_pause.store(pause.map_or(0, |p| p as u8), Relaxed);
+    }
+
+    pub fn account_pause(&self) -> Option<AccountPause> {
+        match self.account_pause.load(Relaxed) {
+            1 => Some(AccountPause::QuotaSpent),
+            2 => Some(AccountPause::KeyRejected),
+            _ => None,
+        }
     }
 
     /// Why this process is not ready, if it is not.

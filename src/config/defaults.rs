@@ -46,6 +46,7 @@ pub(super) const OTHER_VARIABLES: &[&str] = &[
 /// Every key a config may set; anything else is reported as unknown.
 pub(super) const KNOWN_KEYS: &[&str] = &[
     "database.url",
+    "database.connect_timeout",
     "api.data_center",
     "api.base_url",
     "api.apikey",
@@ -72,3 +73,6 @@ pub(super) const KNOWN_KEYS: &[&str] = &[
     "http.listen",
     "retention.finished",
 ];
+/// How long `run --once` waits for an unreachable database (at start or mid-run) before it exits
+/// non-zero; the daemon itself keeps retrying.
+pub(super) const DEFAULT_DATABASE_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -225,6 +225,9 @@ impl Reader {
         };
         let database = DatabaseConfig {
             url: self.read("database.url", default_db, database_url),
+            connect_timeout: self.read("database.connect_timeout", DEFAULT_DATABASE_CONNECT_TIMEOUT, |v| {
+                at_least(v, Duration::from_millis(1))
+            }),
         };
         let api = self.read_api(sources);
         let worker = WorkerConfig {

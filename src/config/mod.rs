@@ -53,6 +53,8 @@ impl Provenance {
 pub struct DatabaseConfig {
     /// `sqlite://...` or `postgres://...`; may carry a password, so print it with [`redact_url`].
     pub url: String,
+    /// How long `run --once` waits for an unreachable database before it gives up (exit 69).
+    pub connect_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +157,7 @@ impl Config {
         };
         out.section("database");
         out.key("database.url", toml_string(&redact_url(&self.database.url)));
+        out.key("database.connect_timeout", d(self.database.connect_timeout));
         out.section("api");
         out.key("api.data_center", toml_string(&self.api.data_center));
         if self.provenance.is_set("api.base_url") {

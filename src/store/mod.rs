@@ -270,6 +270,12 @@ impl Store {
     }
 }
 
+/// Migrations gave up waiting for a lock the application holds; the message names who holds it.
+/// Not retried: an operator has to end that transaction (or wait for it) first.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MigrationBlocked(pub String);
+
 /// Whether a connection handed back to the pool may serve again. One still inside a transaction
 /// (its COMMIT failed, e.g. on a full disk) is closed instead: reused, it would refuse every
 /// later `BEGIN` with "non-zero transaction depth".

@@ -11,7 +11,7 @@ use super::gate::{Gate, Pass, Reopen};
 use super::limiter::Limiter;
 use crate::api::{Answer, ApiClient, CODE_DEPRECATED, Verdict};
 use crate::clock::Clock;
-use crate::health::Health;
+use crate::health::{AccountPause, Health};
 use crate::metrics::Metrics;
 use crate::outcome::DeletionOutcome;
 use crate::session_id::{SessionId, logged};
@@ -158,6 +158,7 @@ impl Deleter {
                 if answer.http_status.is_some() {
                     tracing::info!("the API answers again; resuming all workers");
                     self.health.set_key_rejected(false);
+                    self.health.set_account_pause(None);
                     self.gate.probe_succeeded();
                 } else {
                     // No answer says nothing about the key or the quota: the next worker probes.
@@ -238,9 +239,13 @@ impl Deleter {
     fn pause_for(&self, row: &ClaimedRow, answer: &Answer) -> bool {
         let (wait, reopen) = match answer.verdict {
             Verdict::RateLimited { retry_after } => (retry_after.unwrap_or(DEFAULT_429_PAUSE), Reopen::AtDeadline),
-            Verdict::QuotaExhausted => (self.quota_pause, Reopen::WithProbe),
+            Verdict::QuotaExhausted => {
+                self.health.set_account_pause(Some(AccountPause::QuotaSpent));
+                (self.quota_pause, Reopen::WithProbe)
+            }
             Verdict::KeyRejected => {
                 self.health.set_key_rejected(true);
+                self.health.set_account_pause(Some(AccountPause::KeyRejected));
                 (self.key_pause, Reopen::WithProbe)
             }
             _ => return false,

@@ -124,20 +124,42 @@ pub struct Feeder<'a> {
     pub mode: RunMode,
     /// `run --once` takes the rows due at its start, not those that become due while it runs.
     pub started: chrono::DateTime<chrono::Utc>,
+    /// `run --once` gives up on a database unreachable for this long; the daemon never does.
+    pub give_up_after: Option<Duration>,
+}
+
+/// Why the feeder stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedEnd {
+    /// Everything due is claimed (`run --once`), or no worker is left.
+    Done,
+    /// Shutdown came first.
+    Stopped,
+    /// `run --once`: the database stayed unreachable for `database.connect_timeout`.
+    DatabaseUnavailable,
 }
 
 impl Feeder<'_> {
     /// Runs the state machine until `Done` or shutdown.
-    pub async fn run(self, shutdown: &CancellationToken) {
+    pub async fn run(self, shutdown: &CancellationToken) -> FeedEnd {
         let outage = Outage::new(
             "database unavailable: claiming stops until it is back",
             "database is back: claiming resumes",
         );
         let mut backoff = Backoff::new(CLAIM_BACKOFF.0, CLAIM_BACKOFF.1);
         let mut state = FeedState::Claiming;
+        let mut unreachable_since: Option<Instant> = None;
         loop {
+            if state == FeedState::Outage {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if self.give_up_after.is_some_and(|limit| since.elapsed() >= limit) {
+                    return FeedEnd::DatabaseUnavailable;
+                }
+            } else {
+                unreachable_since = None;
+            }
             let waited = match state {
-                FeedState::Done => return,
+                FeedState::Done => return FeedEnd::Done,
                 FeedState::Outage => self.nap_until(Instant::now() + backoff.next_wait(), shutdown).await,
                 FeedState::Idle { found_nothing } => match self.due_now(found_nothing, shutdown).await {
                     Some(true) => true,
@@ -147,13 +169,13 @@ impl Feeder<'_> {
                 FeedState::Claiming => true,
             };
             if !waited || !self.until_room(shutdown).await || !self.until_gate_opens(shutdown).await {
-                return;
+                return FeedEnd::Stopped;
             }
             // A claim blocked by the database (a lock, an outage) must not hold up shutdown: the
             // claim is abandoned (a lease it may have taken runs out by itself).
             let outcome = tokio::select! {
                 outcome = self.claim_once(&outage) => outcome,
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return FeedEnd::Stopped,
             };
             if outcome != ClaimOutcome::Failed {
                 backoff.reset();

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use backoff::RetryPolicy;
 pub use deletion::{DEFAULT_429_PAUSE, Deleter, Stop};
-pub use feeder::{ClaimOutcome, FeedState, QueueSizing};
+pub use feeder::{ClaimOutcome, FeedEnd, FeedState, QueueSizing};
 pub use gate::{Gate, Pass, Reopen};
 pub use heartbeat::hostname;
 pub use housekeeping::PRUNE_BATCH;
@@ -35,7 +35,7 @@ pub use outage::{Backoff, Outage};
 use crate::api::ApiClient;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::health::Health;
+use crate::health::{AccountPause, Health};
 use crate::metrics::Metrics;
 use crate::store::{ClaimedRow, OutcomeWrite, Store};
 use crate::systemd::Watchdog;
@@ -57,6 +57,24 @@ pub enum RunMode {
     /// Rows due at the start, then exit (cron, Kubernetes Jobs); later retries wait for the next run.
     Once,
 }
+
+/// How a run ended: what `run --once` turns into its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Every row due at the start was processed (`--once`), or a clean stop (the daemon).
+    Done,
+    /// `--once` was stopped by a signal, or rows were handed back unsent.
+    Incomplete,
+    /// `--once`: the database stayed unreachable for `database.connect_timeout`.
+    DatabaseUnavailable,
+    /// `--once`: the API rejected the key; the rows are untouched.
+    KeyRejected,
+    /// `--once`: the account's quota is spent; the rows are untouched.
+    QuotaSpent,
+}
+
+/// How often `run --once` looks whether the account's pause has begun.
+const ACCOUNT_PAUSE_POLL: Duration = Duration::from_millis(100);
 
 /// A turn of the work loop, seen by `/livez` and systemd's watchdog.
 pub struct Tick {
@@ -131,7 +149,7 @@ impl Reaper {
 
     /// Runs until `mode` is satisfied or `shutdown` fires; then lets requests in flight finish
     /// within `shutdown.grace`, writes every outcome and releases rows never started.
-    pub async fn run(self, mode: RunMode, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self, mode: RunMode, shutdown: CancellationToken) -> anyhow::Result<RunEnd> {
         // On a runtime worker thread, not the thread that called `block_on`: each wake-up of the
         // feeder would otherwise be a hand-over between threads.
         tokio::spawn(self.run_here(mode, shutdown))
@@ -139,8 +157,29 @@ impl Reaper {
             .context("The work loop panicked")?
     }
 
-    async fn run_here(self, mode: RunMode, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run_here(self, mode: RunMode, signalled: CancellationToken) -> anyhow::Result<RunEnd> {
         let worker = &self.config.worker;
+        // What stops claiming and sending: a signal, or (`--once`) a pause of the account's that
+        // no single run should wait out.
+        let shutdown = signalled.child_token();
+        let account_watch = (mode == RunMode::Once).then(|| {
+            let (health, shutdown) = (self.tick.health.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(ACCOUNT_PAUSE_POLL) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    if health.account_pause().is_some() {
+                        tracing::error!(
+                            "the account is paused (key rejected or quota spent): this run stops, rows untouched"
+                        );
+                        shutdown.cancel();
+                        return;
+                    }
+                }
+            })
+        });
         // Fired when the grace runs out: requests still running are abandoned, and outcomes the
         // database still refuses are dropped (their rows come free when the leases run out).
         let grace_over = CancellationToken::new();
@@ -209,7 +248,7 @@ impl Reaper {
         drop(taken);
         tracing::info!(instance_id = %self.instance_id, backend = self.store.backend(), concurrency = worker.concurrency,
             rate_per_second = self.deleter.limiter.rate(), claim_ahead = sizing.capacity, ?mode, "reaper started");
-        feeder::Feeder {
+        let feed_end = feeder::Feeder {
             store: &self.store,
             instance_id: &self.instance_id,
             worker,
@@ -222,9 +261,17 @@ impl Reaper {
             room,
             mode,
             started,
+            give_up_after: (mode == RunMode::Once).then_some(self.config.database.connect_timeout),
         }
         .run(&shutdown)
         .await;
+        if feed_end == FeedEnd::DatabaseUnavailable {
+            tracing::error!(
+                waited_s = self.config.database.connect_timeout.as_secs_f64(),
+                "the database stayed unreachable for database.connect_timeout: this run stops"
+            );
+            shutdown.cancel();
+        }
         // The feeder dropped the queue: workers drain what is queued (after shutdown, by
         // releasing it) and stop.
 
@@ -290,10 +337,23 @@ impl Reaper {
                  and are tried again (the API answers 1833 for any already deleted)"
             );
         }
+        if let Some(watch) = account_watch {
+            watch.abort();
+        }
         let ran_for = (self.clock.now() - started).to_std().unwrap_or_default();
         self.metrics.log_summary(0, ran_for.as_secs_f64());
-        tracing::info!("reaper stopped");
-        Ok(())
+        let end = match (mode, feed_end, self.tick.health.account_pause()) {
+            (RunMode::Daemon, ..) => RunEnd::Done,
+            (RunMode::Once, FeedEnd::DatabaseUnavailable, _) => RunEnd::DatabaseUnavailable,
+            (RunMode::Once, _, Some(AccountPause::KeyRejected)) => RunEnd::KeyRejected,
+            (RunMode::Once, _, Some(AccountPause::QuotaSpent)) => RunEnd::QuotaSpent,
+            (RunMode::Once, ..) if signalled.is_cancelled() || self.metrics.outcome_counts().released > 0 => {
+                RunEnd::Incomplete
+            }
+            (RunMode::Once, ..) => RunEnd::Done,
+        };
+        tracing::info!(?end, "reaper stopped");
+        Ok(end)
     }
 }
 

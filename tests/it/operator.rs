@@ -12,9 +12,7 @@ use figment::providers::Format;
 use session_reaper::store::State;
 use sqlx::Connection;
 
-use crate::helpers::{
-    APIKEY, TestDb, backends, daemon, daemon_env, run_daemon, standin, text,
-};
+use crate::helpers::{APIKEY, TestDb, backends, daemon, daemon_env, run_daemon, standin, text};
 
 /// A live-looking session id: hex, 45 characters, like the API's samples.
 const LIVE_ID: &str = "58530adf0c1d4e7f9a2b3c4d5e6f708192a3b4c5d6e7f";

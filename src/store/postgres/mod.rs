@@ -100,9 +100,9 @@ impl PgStore {
             Ok(()) => Ok(()),
             Err(e) if format!("{e:?}").contains("55P03") || e.to_string().contains("lock timeout") => {
                 let holders = self.lock_holders().await.unwrap_or_else(|e| format!("unknown ({e:#})"));
-                Err(anyhow::anyhow!(
+                Err(anyhow::Error::new(crate::store::MigrationBlocked(format!(
                     "migrations waited {MIGRATION_LOCK_TIMEOUT} for a lock on reaper_sessions and gave up; held by {holders}"
-                ))
+                ))))
             }
             Err(e) => Err(anyhow::Error::new(e).context("Failed to migrate the PostgreSQL database")),
         };
