@@ -230,3 +230,47 @@ async fn migrations_blocked_by_the_applications_lock_give_up_naming_the_holder()
     pool.close().await;
     db.cleanup().await;
 }
+
+/// The SQLite file is removed under a running daemon: it notices on its next round (every
+/// acquire compares the path's identity), says so once, reports not ready, never re-creates an
+/// empty database in its place, and still stops cleanly.
+#[tokio::test]
+async fn a_removed_sqlite_file_is_noticed_once_and_reported_not_ready() {
+    let db = TestDb::sqlite().await;
+    // Arrange
+    let api = standin().await;
+    let path = db.url.trim_start_matches("sqlite://").to_owned();
+    let port = free_port();
+    let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
+    env.push(("SESSION_REAPER_HTTP__LISTEN".into(), format!("127.0.0.1:{port}")));
+    let child = Daemon::start(&mut daemon(&["run"], &env));
+    db.store.enqueue(&["before1".to_owned()], Utc::now()).await.unwrap();
+    wait_for_requests(&api, 1).await;
+
+    // Act: the file and its WAL companions go away.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{path}{suffix}"));
+    }
+    let removed = Instant::now();
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let mut status = 200;
+    while status == 200 && removed.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = reqwest::get(&readyz).await.map(|r| r.status().as_u16()).unwrap_or(0);
+    }
+    let noticed = removed.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    child.signal("-TERM");
+    let output = child.finish().await;
+
+    // Assert
+    let logs = text(&output);
+    eprintln!("/readyz answered {status} {noticed:?} after the file was removed");
+    assert_eq!(status, 503, "{logs}");
+    assert!(output.status.success(), "{logs}");
+    assert_eq!(logs.matches("the SQLite database file is gone").count(), 1, "{logs}");
+    assert!(
+        !std::path::Path::new(&path).exists(),
+        "an empty database was created in its place"
+    );
+}

@@ -106,32 +106,102 @@ fn from_sqlite_text(text: &str) -> Option<DateTime<Utc>> {
     .map(|t| t.and_utc())
 }
 
+/// Which file the database path names, so that a connection to a file that was replaced or
+/// removed since it was opened is never reused: every acquire compares the path's identity
+/// (device, inode) with the one seen before, and connections opened before a change are closed.
+/// New connections then open whatever the path names now, or fail while nothing is there.
+#[derive(Debug)]
+struct FileWatch {
+    path: std::path::PathBuf,
+    seen: std::sync::Mutex<(Option<(u64, u64)>, std::time::Instant)>,
+}
+
+impl FileWatch {
+    fn new(path: &std::path::Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            seen: std::sync::Mutex::new((identity(path), std::time::Instant::now())),
+        }
+    }
+
+    /// Whether a connection opened `age` ago still reaches the file the path names.
+    fn still_current(&self, age: Duration) -> bool {
+        let now = identity(&self.path);
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if now != seen.0 {
+            match now {
+                None => tracing::error!(path = %self.path.display(),
+                    "the SQLite database file is gone: its connections are closed; waiting for it to come back"),
+                Some(_) => tracing::warn!(path = %self.path.display(),
+                    "the SQLite database file was replaced: reopening it"),
+            }
+            *seen = (now, std::time::Instant::now());
+        }
+        now.is_some() && seen.1.elapsed() >= age
+    }
+}
+
+fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Whether SQLite opened this connection read-only (it does so silently when the file was not
+/// writable at that moment, and stays so for the connection's life).
+async fn is_read_only(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    // SAFETY: the handle is a live connection, locked for this call; the name is NUL-terminated.
+    let read_only = unsafe { libsqlite3_sys::sqlite3_db_readonly(handle.as_raw_handle().as_ptr(), c"main".as_ptr()) };
+    Ok(read_only == 1)
+}
+
 impl SqliteStore {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .context("Failed to parse the SQLite URL")?
-            .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // NORMAL is durable against process crashes in WAL mode, which is what we face.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT);
-        let pool = |connections| {
+        // Created once, here; a pool reconnecting later must not create an empty file where the
+        // database was removed (it fails, reported as an outage, until the file is back).
+        {
+            use sqlx::ConnectOptions;
+            let first = options.clone().create_if_missing(true).connect().await;
+            sqlx::Connection::close(first.context("Failed to open the SQLite database")?)
+                .await
+                .ok();
+        }
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let watch = (!in_memory).then(|| std::sync::Arc::new(FileWatch::new(options.get_filename())));
+        let pool = |connections, writes: bool| {
+            let watch = watch.clone();
             SqlitePoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(BUSY_TIMEOUT + Duration::from_secs(5))
+                .before_acquire(move |conn, meta| {
+                    let watch = watch.clone();
+                    Box::pin(async move {
+                        if watch.is_some_and(|w| !w.still_current(meta.age)) {
+                            return Ok(false);
+                        }
+                        // A writer that came up read-only (a read-only spell of the file) is
+                        // replaced rather than kept failing every write until it is recycled.
+                        Ok(!(writes && is_read_only(conn).await?))
+                    })
+                })
                 .after_release(|conn, _| Box::pin(async move { Ok(crate::store::reusable(conn)) }))
         };
-        // The writer first: it creates the file and switches it to WAL.
-        let writer = pool(1)
+        // The writer first: it switches the file to WAL.
+        let writer = pool(1, true)
             .connect_with(options.clone())
             .await
             .context("Failed to open the SQLite database")?;
         // An in-memory database exists once per connection: there, the writer serves reads too.
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let pool = if in_memory {
             writer.clone()
         } else {
-            pool(READ_CONNECTIONS)
+            pool(READ_CONNECTIONS, false)
                 .connect_with(options)
                 .await
                 .context("Failed to open the SQLite database")?
