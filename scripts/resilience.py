@@ -876,7 +876,8 @@ def run_with_db_fault(ctx: Context, res: Result, db, n: int, rate: int, inject, 
     res.check(stats["deleted_twice"] == 0,
               f"sessions requested again after a successful delete: {stats['deleted_twice']} ({why})")
     takeovers = [l for l in first.lines() if "took over" in l.get("fields", {}).get("message", "")
-                 or l.get("span", {}).get("taken_over") is True]
+                 or l.get("span", {}).get("taken_over") is True
+                 or l.get("fields", {}).get("taken_over") is True]
     res.check(not takeovers, f"no row taken over, no 'another worker took over' warning: only one daemon runs "
                              f"({len(takeovers)} log lines say otherwise"
                              + (f", e.g. {describe(takeovers[0])}" if takeovers else "") + ")")

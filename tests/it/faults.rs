@@ -6,16 +6,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::helpers::{APIKEY, Daemon, TestDb, backends, daemon, daemon_env, free_port, run_daemon, standin, text};
-
-/// Waits (bounded) until the stand-in has seen `n` requests.
-async fn wait_for_requests(api: &session_reaper::standin::StandIn, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while api.state.stats().requests < n {
-        assert!(Instant::now() < deadline, "the daemon never sent {n} requests");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use crate::helpers::{
+    APIKEY, Daemon, TestDb, backends, daemon, daemon_env, free_port, run_daemon, standin, text, wait_for_requests,
+};
 
 #[tokio::test]
 async fn two_sigterms_as_timeout_sends_them_still_stop_gracefully() {

@@ -201,3 +201,15 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// Waits (bounded) until the stand-in has seen `n` requests.
+pub async fn wait_for_requests(api: &StandIn, n: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while api.state.stats().requests < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never sent {n} requests"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

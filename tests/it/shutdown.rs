@@ -6,20 +6,11 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use session_reaper::store::State;
 
-use crate::helpers::{APIKEY, Daemon, backends, daemon, daemon_env, run_daemon, standin, text};
+use crate::helpers::{APIKEY, Daemon, backends, daemon, daemon_env, run_daemon, standin, text, wait_for_requests};
 
 const ROWS: usize = 40;
 /// `worker.concurrency` in the tests' daemon environment.
 const CONCURRENCY: u64 = 8;
-
-/// Waits (bounded) until the stand-in has seen `n` requests.
-async fn wait_for_requests(api: &session_reaper::standin::StandIn, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while api.state.stats().requests < n {
-        assert!(Instant::now() < deadline, "the daemon never sent {n} requests");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test]
 async fn sigterm_mid_run_loses_nothing_and_exits_zero() {
