@@ -71,14 +71,19 @@ WHEN (NEW.delete_after IS NOT NULL AND (typeof(NEW.delete_after) IN ('real', 'bl
 BEGIN
     SELECT RAISE(ABORT, 'reaper_sessions_times_are_epoch_ms_or_dates: delete_after, last_activity_at and finished_at take INTEGER epoch milliseconds >= 0 or a date SQLite reads (datetime(''now''), CURRENT_TIMESTAMP, ISO-8601)');
 END;
+-- On UPDATE only the values that change are judged: a row that already holds an odd value (it
+-- predates these rules) can still be set aside or finished.
 CREATE TRIGGER IF NOT EXISTS reaper_sessions_times_are_epoch_ms_or_dates_on_update
 BEFORE UPDATE OF delete_after, last_activity_at, finished_at ON reaper_sessions
-WHEN (NEW.delete_after IS NOT NULL AND (typeof(NEW.delete_after) IN ('real', 'blob') OR NEW.delete_after < 0
-        OR (typeof(NEW.delete_after) = 'text' AND unixepoch(NEW.delete_after) IS NULL)))
-  OR (NEW.last_activity_at IS NOT NULL AND (typeof(NEW.last_activity_at) IN ('real', 'blob') OR NEW.last_activity_at < 0
-        OR (typeof(NEW.last_activity_at) = 'text' AND unixepoch(NEW.last_activity_at) IS NULL)))
-  OR (NEW.finished_at IS NOT NULL AND (typeof(NEW.finished_at) IN ('real', 'blob') OR NEW.finished_at < 0
-        OR (typeof(NEW.finished_at) = 'text' AND unixepoch(NEW.finished_at) IS NULL)))
+WHEN (NEW.delete_after IS NOT OLD.delete_after AND NEW.delete_after IS NOT NULL
+        AND (typeof(NEW.delete_after) IN ('real', 'blob') OR NEW.delete_after < 0
+             OR (typeof(NEW.delete_after) = 'text' AND unixepoch(NEW.delete_after) IS NULL)))
+  OR (NEW.last_activity_at IS NOT OLD.last_activity_at AND NEW.last_activity_at IS NOT NULL
+        AND (typeof(NEW.last_activity_at) IN ('real', 'blob') OR NEW.last_activity_at < 0
+             OR (typeof(NEW.last_activity_at) = 'text' AND unixepoch(NEW.last_activity_at) IS NULL)))
+  OR (NEW.finished_at IS NOT OLD.finished_at AND NEW.finished_at IS NOT NULL
+        AND (typeof(NEW.finished_at) IN ('real', 'blob') OR NEW.finished_at < 0
+             OR (typeof(NEW.finished_at) = 'text' AND unixepoch(NEW.finished_at) IS NULL)))
 BEGIN
     SELECT RAISE(ABORT, 'reaper_sessions_times_are_epoch_ms_or_dates: delete_after, last_activity_at and finished_at take INTEGER epoch milliseconds >= 0 or a date SQLite reads (datetime(''now''), CURRENT_TIMESTAMP, ISO-8601)');
 END;
@@ -109,15 +114,18 @@ WHEN typeof(NEW.delete_after) = 'text' OR typeof(NEW.last_activity_at) = 'text' 
 BEGIN
     UPDATE reaper_sessions SET
         delete_after = CASE
-            WHEN typeof(delete_after) = 'text' THEN CAST(round(unixepoch(delete_after, 'subsec') * 1000) AS INTEGER)
+            WHEN typeof(delete_after) = 'text' AND unixepoch(delete_after) IS NOT NULL
+                THEN CAST(round(unixepoch(delete_after, 'subsec') * 1000) AS INTEGER)
             WHEN delete_after BETWEEN 1 AND 99999999999 THEN delete_after * 1000
             ELSE delete_after END,
         last_activity_at = CASE
-            WHEN typeof(last_activity_at) = 'text' THEN CAST(round(unixepoch(last_activity_at, 'subsec') * 1000) AS INTEGER)
+            WHEN typeof(last_activity_at) = 'text' AND unixepoch(last_activity_at) IS NOT NULL
+                THEN CAST(round(unixepoch(last_activity_at, 'subsec') * 1000) AS INTEGER)
             WHEN last_activity_at BETWEEN 1 AND 99999999999 THEN last_activity_at * 1000
             ELSE last_activity_at END,
         finished_at = CASE
-            WHEN typeof(finished_at) = 'text' THEN CAST(round(unixepoch(finished_at, 'subsec') * 1000) AS INTEGER)
+            WHEN typeof(finished_at) = 'text' AND unixepoch(finished_at) IS NOT NULL
+                THEN CAST(round(unixepoch(finished_at, 'subsec') * 1000) AS INTEGER)
             ELSE finished_at END
      WHERE id = NEW.id;
 END;
@@ -128,15 +136,18 @@ WHEN typeof(NEW.delete_after) = 'text' OR typeof(NEW.last_activity_at) = 'text' 
 BEGIN
     UPDATE reaper_sessions SET
         delete_after = CASE
-            WHEN typeof(delete_after) = 'text' THEN CAST(round(unixepoch(delete_after, 'subsec') * 1000) AS INTEGER)
+            WHEN typeof(delete_after) = 'text' AND unixepoch(delete_after) IS NOT NULL
+                THEN CAST(round(unixepoch(delete_after, 'subsec') * 1000) AS INTEGER)
             WHEN delete_after BETWEEN 1 AND 99999999999 THEN delete_after * 1000
             ELSE delete_after END,
         last_activity_at = CASE
-            WHEN typeof(last_activity_at) = 'text' THEN CAST(round(unixepoch(last_activity_at, 'subsec') * 1000) AS INTEGER)
+            WHEN typeof(last_activity_at) = 'text' AND unixepoch(last_activity_at) IS NOT NULL
+                THEN CAST(round(unixepoch(last_activity_at, 'subsec') * 1000) AS INTEGER)
             WHEN last_activity_at BETWEEN 1 AND 99999999999 THEN last_activity_at * 1000
             ELSE last_activity_at END,
         finished_at = CASE
-            WHEN typeof(finished_at) = 'text' THEN CAST(round(unixepoch(finished_at, 'subsec') * 1000) AS INTEGER)
+            WHEN typeof(finished_at) = 'text' AND unixepoch(finished_at) IS NOT NULL
+                THEN CAST(round(unixepoch(finished_at, 'subsec') * 1000) AS INTEGER)
             ELSE finished_at END
      WHERE id = NEW.id;
 END;

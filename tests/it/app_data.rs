@@ -342,7 +342,10 @@ async fn sqlite_date_text_and_epoch_seconds_mean_what_the_application_meant() {
         ("datetime1", "datetime('now', '-1 hour')"),
         ("isot1", "strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-1 hour')"),
         ("isofrac1", "strftime('%Y-%m-%dT%H:%M:%f', 'now', '-1 hour')"),
-        ("offset1", "strftime('%Y-%m-%dT%H:%M:%S', 'now', '+1 hour') || '+03:00'"),
+        (
+            "offset1",
+            "strftime('%Y-%m-%dT%H:%M:%S', 'now', '+2 hours') || '+03:00'",
+        ),
         ("seconds1", "CAST(unixepoch('now', '-1 hour') AS INTEGER)"),
         (
             "digits1",

@@ -1,5 +1,6 @@
 //! One integration test binary (faster to link than one per file).
 
+mod any_value;
 mod app_data;
 mod canary;
 mod client;
