@@ -217,7 +217,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the sections; returns how many sections could not run.
+/// Runs the sections; returns how many sections could not run plus how many goals failed
+/// (`--quick` judges none).
 async fn bench(args: Args) -> anyhow::Result<usize> {
     let machine = noise::machine();
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
@@ -259,7 +260,10 @@ async fn bench(args: Args) -> anyhow::Result<usize> {
     };
     progress!("daemon {}; work folder {}", ctx.daemon_bin.display(), workdir.display());
 
-    let mut report = Report::default();
+    let mut report = Report {
+        not_judged: args.quick,
+        ..Report::default()
+    };
     let mut broken = 0;
     let whole = noise::sample();
     for section in Section::value_variants().iter().copied().filter(|s| selected(*s)) {
@@ -341,5 +345,6 @@ async fn bench(args: Args) -> anyhow::Result<usize> {
     } else {
         let _ = std::fs::remove_dir_all(&workdir);
     }
-    Ok(broken)
+    // A goal not met is a failed run (exit 2), like a section that could not run.
+    Ok(broken + report.failures())
 }

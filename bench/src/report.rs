@@ -39,6 +39,8 @@ pub struct Report {
     pub lines: Vec<Line>,
     /// Per section: how busy the machine was with other work meanwhile.
     pub noise: Vec<String>,
+    /// `--quick`: sizes too small for the goals, so nothing is judged (the goals still show).
+    pub not_judged: bool,
 }
 
 impl Report {
@@ -76,7 +78,10 @@ impl Report {
         goal: impl Into<String>,
         ok: bool,
     ) {
-        self.add(measurement, value, goal, Verdict::of(ok));
+        let verdict = if self.not_judged { Verdict::Info } else { Verdict::of(ok) };
+        let goal = goal.into();
+        let goal = if self.not_judged { format!("{goal} (not judged: --quick)") } else { goal };
+        self.add(measurement, value, goal, verdict);
     }
 
     pub fn missing(&mut self, measurement: impl Into<String>, why: impl Into<String>, goal: impl Into<String>) {
