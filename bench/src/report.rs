@@ -78,9 +78,17 @@ impl Report {
         goal: impl Into<String>,
         ok: bool,
     ) {
-        let verdict = if self.not_judged { Verdict::Info } else { Verdict::of(ok) };
+        let verdict = if self.not_judged {
+            Verdict::Info
+        } else {
+            Verdict::of(ok)
+        };
         let goal = goal.into();
-        let goal = if self.not_judged { format!("{goal} (not judged: --quick)") } else { goal };
+        let goal = if self.not_judged {
+            format!("{goal} (not judged: --quick)")
+        } else {
+            goal
+        };
         self.add(measurement, value, goal, verdict);
     }
 

@@ -267,3 +267,55 @@ async fn a_removed_sqlite_file_is_noticed_once_and_reported_not_ready() {
         "an empty database was created in its place"
     );
 }
+
+/// The application holds one in-flight row locked for longer than a lease: the renewal of all
+/// the other rows goes on (it skips the locked one instead of waiting), and says how many it
+/// skipped.
+#[tokio::test]
+async fn lease_renewal_skips_a_row_the_application_holds_locked() {
+    let Some(db) = TestDb::postgres().await else { return };
+    // Arrange: three rows claimed by us; the application locks one of them.
+    let ids: Vec<String> = (0..3).map(|i| format!("renew{i}")).collect();
+    db.store.enqueue(&ids, Utc::now()).await.unwrap();
+    let now = Utc::now();
+    let claimed = db
+        .store
+        .claim(&session_reaper::store::ClaimRequest {
+            instance_id: "me",
+            now,
+            lease: Duration::from_secs(30),
+            due_by: now,
+            stale_after: Duration::from_secs(1800),
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .rows;
+    let held: Vec<i64> = claimed.iter().map(|r| r.id).collect();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let mut app = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM reaper_sessions WHERE id = $1 FOR UPDATE")
+        .bind(held[0])
+        .execute(&mut *app)
+        .await
+        .unwrap();
+
+    // Act
+    let started = Instant::now();
+    let renewal = db
+        .store
+        .renew_leases("me", &held, now + chrono::Duration::seconds(60))
+        .await
+        .unwrap();
+
+    // Assert: no wait on the lock; the other two renewed; the locked one counted.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "renewal waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!((renewal.renewed, renewal.locked), (2, 1));
+    app.rollback().await.unwrap();
+    pool.close().await;
+    db.cleanup().await;
+}
