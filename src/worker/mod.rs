@@ -198,6 +198,7 @@ impl Reaper {
             give_up: grace_over.clone(),
             held: self.held.clone(),
             dropped: dropped.clone(),
+            last_chance: Default::default(),
         }
         .spawn();
         let started = self.clock.now();

@@ -28,6 +28,8 @@ use crate::store::{OutcomeWrite, Store};
 
 /// How long a partial batch waits for company before it is written.
 const FLUSH_AFTER: Duration = Duration::from_millis(20);
+/// After the grace: how long what is left may still take to be written, all batches together.
+const LAST_CHANCE: Duration = Duration::from_millis(750);
 /// Waits between retries of a batch while the database is away: the first and the most.
 const WRITE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
@@ -48,6 +50,8 @@ pub struct Writer {
     pub held: Arc<Held>,
     /// Outcomes given up on at shutdown (their rows come free when the leases run out).
     pub dropped: Arc<AtomicU64>,
+    /// When the last try after `give_up` ends, set when it first fires; shared by the writers.
+    pub last_chance: Arc<std::sync::OnceLock<tokio::time::Instant>>,
 }
 
 impl Writer {
@@ -96,20 +100,25 @@ impl Writer {
 
     /// Writes one batch, retrying while the database is away. `outage` is shared by the
     /// writers, so an outage is reported once, not once per batch or per writer. Once `give_up`
-    /// fires, a statement still waiting on the database is abandoned and no new one is started.
+    /// fires, what is left gets one last bounded try (`LAST_CHANCE` from that moment, shared by
+    /// every batch): the rows released at the end of the grace are written when the database
+    /// answers, and dropped, counted, when it does not.
     async fn write(&self, batch: &[OutcomeWrite], outage: &Outage) {
         let mut backoff = Backoff::new(WRITE_BACKOFF.0, WRITE_BACKOFF.1);
         loop {
-            let written = tokio::select! {
-                written = self.store.write_outcomes(&self.instance_id, batch), if !self.give_up.is_cancelled() => written,
-                _ = self.give_up.cancelled() => {
-                    self.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    tracing::error!(
-                        dropped = batch.len(),
-                        "shutting down with outcomes the database has not taken: not written; \
-                         their rows will be tried again when their leases run out"
-                    );
-                    return;
+            let attempt = self.store.write_outcomes(&self.instance_id, batch);
+            let written = if self.give_up.is_cancelled() {
+                let until = *self.last_chance.get_or_init(|| tokio::time::Instant::now() + LAST_CHANCE);
+                match tokio::time::timeout_at(until, attempt).await {
+                    Ok(Ok(written)) => Ok(written),
+                    Ok(Err(e)) => Err(Some(e)),
+                    Err(_) => Err(None),
+                }
+            } else {
+                tokio::select! {
+                    written = attempt => written.map_err(Some),
+                    // The grace ran out mid-statement: try again, as the last chance.
+                    _ = self.give_up.cancelled() => continue,
                 }
             };
             match written {
@@ -122,8 +131,21 @@ impl Writer {
                     }
                     return;
                 }
+                Err(e) if self.give_up.is_cancelled() => {
+                    self.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    let error = e.map_or_else(|| "no answer in time".to_owned(), |e| format!("{e:#}"));
+                    tracing::error!(
+                        dropped = batch.len(),
+                        error,
+                        "shutting down with outcomes the database has not taken: not written; \
+                         their rows will be tried again when their leases run out"
+                    );
+                    return;
+                }
                 Err(e) => {
-                    outage.failed(&e);
+                    if let Some(e) = e {
+                        outage.failed(&e);
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff.next_wait()) => {}
                         _ = self.give_up.cancelled() => {}
