@@ -108,7 +108,9 @@ impl Writer {
         loop {
             let attempt = self.store.write_outcomes(&self.instance_id, batch);
             let written = if self.give_up.is_cancelled() {
-                let until = *self.last_chance.get_or_init(|| tokio::time::Instant::now() + LAST_CHANCE);
+                let until = *self
+                    .last_chance
+                    .get_or_init(|| tokio::time::Instant::now() + LAST_CHANCE);
                 match tokio::time::timeout_at(until, attempt).await {
                     Ok(Ok(written)) => Ok(written),
                     Ok(Err(e)) => Err(Some(e)),
