@@ -7,6 +7,7 @@ mod claims;
 mod instances;
 mod maintenance;
 mod outcomes;
+mod page;
 mod reports;
 
 use std::str::FromStr;
