@@ -4,7 +4,7 @@ mod demo;
 mod enqueue;
 mod maintenance;
 mod run;
-mod status;
+pub(crate) mod status;
 
 use std::process::ExitCode;
 
