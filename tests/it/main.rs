@@ -8,6 +8,7 @@ mod deletion;
 mod e2e;
 mod helpers;
 mod operations;
+mod page;
 mod replicas;
 mod shutdown;
 mod store;
