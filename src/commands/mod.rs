@@ -5,7 +5,7 @@ mod enqueue;
 mod maintenance;
 mod progress;
 mod run;
-mod status;
+pub(crate) mod status;
 
 use std::process::ExitCode;
 

@@ -34,7 +34,7 @@ pub async fn run(config: Config, once: bool) -> anyhow::Result<()> {
     // Liveness answers from the start: a database that is still coming up is not a dead process.
     let listener_stop = CancellationToken::new();
     if let Some(listen) = config.http.listen {
-        crate::http::serve(listen, metrics.clone(), health.clone(), listener_stop.clone()).await?;
+        crate::http::serve(listen, metrics.clone(), health.clone(), listener_stop.clone(), &config).await?;
     }
     let give_up_after = once.then_some(config.database.connect_timeout);
     let store = match connect_with_retry(&config, &shutdown, &health, give_up_after).await {

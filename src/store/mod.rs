@@ -243,6 +243,23 @@ impl Store {
         })
     }
 
+    /// A read-only store on the database of `url` for the status page: it connects at its first
+    /// query (a SQLite file is never created), holds at most two connections and closes them
+    /// after a minute without a query. Its calls are not metered (they are not the daemon's).
+    pub fn connect_reader(url: &str) -> anyhow::Result<Self> {
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite(SqliteStore::connect_reader(url)?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres(PgStore::connect_reader(url)?)
+        } else {
+            anyhow::bail!("database.url must start with sqlite:, postgres:// or postgresql://")
+        };
+        Ok(Self {
+            backend,
+            meter: Meter::default(),
+        })
+    }
+
     /// Why a connection to `url` fails, from one direct attempt (a pool reports a refused
     /// PostgreSQL connection only as "pool timed out"); `None` when it succeeds or for SQLite.
     pub async fn connect_error(url: &str) -> Option<anyhow::Error> {
@@ -268,6 +285,18 @@ impl Store {
     pub async fn prunable(&self, cutoff: DateTime<Utc>) -> anyhow::Result<Vec<(State, i64)>> {
         metered!(self, s => s.prunable(cutoff))
     }
+
+    /// Rows that became final in each of `minutes` minutes from `start`, counted in the
+    /// `finished_at` index: the status page's chart.
+    pub async fn finished_per_minute(&self, start: DateTime<Utc>, minutes: usize) -> anyhow::Result<FinishedPerMinute> {
+        metered!(self, s => s.finished_per_minute(start, minutes))
+    }
+
+    /// The `limit` most common `last_error` texts among the newest `scan` rows with an error
+    /// attempted since `since` (the status page's error table).
+    pub async fn recent_errors(&self, since: DateTime<Utc>, scan: u32, limit: u32) -> anyhow::Result<RecentErrors> {
+        metered!(self, s => s.recent_errors(since, scan, limit))
+    }
 }
 
 /// Migrations gave up waiting for a lock the application holds; the message names who holds it.
@@ -287,3 +316,7 @@ fn reusable(conn: &mut impl sqlx::Connection) -> bool {
 pub(crate) fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
+
+/// The status page's reads (`connect_reader`, `finished_per_minute`, `recent_errors`).
+mod page_types;
+pub use page_types::{ErrorGroup, FinishedPerMinute, RecentErrors};

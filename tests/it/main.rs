@@ -11,6 +11,7 @@ mod faults;
 mod helpers;
 mod operations;
 mod operator;
+mod page;
 mod replicas;
 mod shutdown;
 mod store;

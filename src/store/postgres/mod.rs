@@ -8,6 +8,7 @@ mod instances;
 mod maintenance;
 mod operator;
 mod outcomes;
+mod page;
 mod reports;
 
 use std::str::FromStr;

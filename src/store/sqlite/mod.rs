@@ -7,6 +7,7 @@ mod instances;
 mod maintenance;
 mod operator;
 mod outcomes;
+mod page;
 mod reports;
 
 use std::str::FromStr;

@@ -1,6 +1,10 @@
-//! Health and metrics on one listener, off unless `http.listen` is set:
+//! Health, metrics and the status page on one listener, off unless `http.listen` is set:
 //! `/livez` (the work loop turned recently), `/readyz` (database reachable and the apikey not
-//! rejected), `/metrics` (Prometheus text format).
+//! rejected), `/metrics` (Prometheus text format), `/` (the status page, HTML) and
+//! `/status.json` (the same data as JSON; see `page`).
+
+mod chart;
+mod page;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,24 +18,35 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::health::Health;
 use crate::metrics::Metrics;
 
 /// The loop turns every second even when idle; this much silence means it is stuck.
 pub const LIVENESS_LIMIT: Duration = Duration::from_secs(30);
 
-/// Binds `listen` and serves until `stop`. Binding errors surface at once.
+/// Binds `listen` and serves until `stop`. Binding errors surface at once. The status page
+/// reads `config`'s database through a read-only store of its own, opened at the first view
+/// (the daemon's store does not exist yet when the listener starts).
 pub async fn serve(
     listen: SocketAddr,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     stop: CancellationToken,
+    config: &Config,
 ) -> anyhow::Result<SocketAddr> {
+    let page = Arc::new(page::Page::new(config, metrics.clone(), health.clone()));
     let app = Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .with_state(health)
-        .merge(Router::new().route("/metrics", get(render_metrics)).with_state(metrics));
+        .merge(Router::new().route("/metrics", get(render_metrics)).with_state(metrics))
+        .merge(
+            Router::new()
+                .route("/", get(page::html))
+                .route("/status.json", get(page::json))
+                .with_state(page),
+        );
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("Failed to listen on {listen} (http.listen)"))?;
