@@ -53,7 +53,7 @@ pub async fn execute(cli: Cli) -> ExitCode {
             match command {
                 Command::Run { once } => run::run(config, once).await,
                 Command::Migrate => migrate(&config).await,
-                Command::Enqueue => enqueue::enqueue(&config).await,
+                Command::Enqueue { editor } => enqueue::enqueue(&config, editor).await,
                 Command::Status { json, watch } => status::status(&config, json, watch).await,
                 Command::Requeue { failed, ids, dry_run } => maintenance::requeue(&config, failed, &ids, dry_run).await,
                 Command::Prune { older_than, dry_run } => maintenance::prune(&config, older_than, dry_run).await,

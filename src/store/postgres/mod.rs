@@ -19,8 +19,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
 use super::rows::{self, ReadRow};
+use crate::editor::Editor;
 use super::types::{self as types};
-use super::types::{Claimed, Renewal};
+use super::types::{Claimed, Renewal, SetAside};
 use super::{
     ClaimRequest, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Requeue, SessionRow, StatusReport,
     chrono_duration,

@@ -18,6 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, SqlitePool};
 
 use super::rows::{self, ReadRow};
+use crate::editor::Editor;
 use super::types::{self as types};
 use super::types::{Claimed, Renewal, SetAside};
 use super::{
