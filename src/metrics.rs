@@ -256,3 +256,24 @@ impl Metrics {
         requests
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deletion_counts_in_total_and_under_its_editor() {
+        let metrics = Metrics::new();
+        metrics.deletion_of(Editor::Sheet, DeletionOutcome::Deleted);
+        let text = metrics.render();
+        assert!(text.contains(r#"session_reaper_deletions_total{outcome="deleted"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"session_reaper_deletions_by_editor_total{editor="sheet",outcome="deleted"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"session_reaper_deletions_by_editor_total{editor="pdf",outcome="deleted"} 0"#),
+            "{text}"
+        );
+    }
+}
