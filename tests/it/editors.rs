@@ -298,3 +298,230 @@ async fn a_sqlite_row_written_around_the_check_is_set_aside_naming_the_editor() 
     assert_eq!(api.state.requests().len(), 1);
     db.cleanup().await;
 }
+
+// ---- `[source]`: stale sessions read from the application's own table ----
+
+/// The application's sessions: (id, editor or NULL, minutes since last activity).
+const APP_SESSIONS: &[(&str, Option<&str>, i64)] = &[
+    ("stale-w1", None, 45),
+    ("stale-w2", Some("writer"), 90),
+    ("stale-s1", Some("sheet"), 31),
+    ("stale-h1", Some("show"), 120),
+    ("stale-p1", Some("pdf"), 300),
+    ("fresh-w1", None, 1),
+    ("fresh-s1", Some("sheet"), 29),
+    // Stale, but older than the window (a session expires by itself after 6 hours).
+    ("ancient-w1", None, 60 * 24 * 3),
+];
+
+const SQLITE_APP_QUERY: &str = "SELECT sid AS session_id, kind AS editor FROM app_sessions
+     WHERE last_seen < CAST(strftime('%s', 'now') AS INTEGER) - 30 * 60
+       AND last_seen > CAST(strftime('%s', 'now') AS INTEGER) - 7 * 3600";
+const PG_APP_QUERY: &str = "SELECT sid AS session_id, kind AS editor FROM app_sessions
+     WHERE last_seen < now() - interval '30 minutes' AND last_seen > now() - interval '7 hours'";
+
+/// The application's own SQLite file (rollback journal, as most applications leave it).
+async fn sqlite_app(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let path = dir.join("app.db");
+    let url = format!("sqlite://{}", path.display());
+    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+        .unwrap()
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::query("CREATE TABLE app_sessions (sid TEXT PRIMARY KEY, kind TEXT, last_seen INTEGER NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("CREATE INDEX app_sessions_last_seen ON app_sessions (last_seen)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for (sid, kind, minutes) in APP_SESSIONS {
+        sqlx::query("INSERT INTO app_sessions VALUES (?1, ?2, CAST(strftime('%s', 'now') AS INTEGER) - ?3 * 60)")
+            .bind(sid)
+            .bind(kind)
+            .bind(minutes)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    (path, url)
+}
+
+/// Waits until `n` rows are final, or panics after 30 s.
+async fn wait_final(db: &TestDb, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let rows = db.store.rows().await.unwrap();
+        if rows.iter().filter(|r| r.state.is_terminal()).count() >= n {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}: {rows:?}", db.name());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn source_env(db: &TestDb, api: &session_reaper::standin::StandIn, url: &str, query: &str) -> Vec<(String, String)> {
+    let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
+    env.push(("SESSION_REAPER_SOURCE__URL".into(), url.into()));
+    env.push(("SESSION_REAPER_SOURCE__QUERY".into(), query.into()));
+    env.push(("SESSION_REAPER_SOURCE__INTERVAL".into(), "200ms".into()));
+    env
+}
+
+/// The stale sessions ended deleted on their editors' paths, each requested once; the fresh and
+/// the ancient ones never reached the table.
+fn assert_source_outcome(db_name: &str, rows: &[SessionRow], api: &session_reaper::standin::StandIn) {
+    for (sid, kind, _) in APP_SESSIONS {
+        let row = rows.iter().find(|r| r.session_id == *sid);
+        if sid.starts_with("stale-") {
+            let row = row.unwrap_or_else(|| panic!("{db_name}: {sid} not queued: {rows:?}"));
+            assert_eq!(row.state, State::Deleted, "{db_name}: {row:?}");
+            assert_eq!(row.editor, Editor::parse(kind.unwrap_or("writer")).unwrap(), "{db_name}: {row:?}");
+            // Found again every interval, but final: never sent again.
+            assert_eq!(api.state.count_for(sid), 1, "{db_name}: {sid}");
+        } else {
+            assert!(row.is_none(), "{db_name}: {sid} must not be queued: {row:?}");
+            assert_eq!(api.state.count_for(sid), 0, "{db_name}: {sid}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_sqlite_source_feeds_the_daemon_read_only_on_either_backend() {
+    for db in backends().await {
+        // Arrange: the application's file, not writable, and its bytes.
+        let dir = tempfile::tempdir().unwrap();
+        let (path, url) = sqlite_app(dir.path()).await;
+        let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+        permissions.set_readonly(true);
+        std::fs::set_permissions(&path, permissions).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let api = standin().await;
+        let env = source_env(&db, &api, &format!("{url}?mode=ro"), SQLITE_APP_QUERY);
+
+        // Act: the daemon until the stale sessions are done, then a few more intervals.
+        let child = crate::helpers::Daemon::start(&mut daemon(&["run"], &env));
+        wait_final(&db, 5).await;
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        child.signal("-TERM");
+        let output = child.finish().await;
+
+        // Assert
+        assert!(output.status.success(), "{}: {}", db.name(), text(&output));
+        let rows = db.store.rows().await.unwrap();
+        assert_eq!(rows.len(), 5, "{}: {rows:?}", db.name());
+        assert_source_outcome(db.name(), &rows, &api);
+        assert_eq!(std::fs::read(&path).unwrap(), before, "the application's file changed");
+        let companions: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(companions.len(), 1, "files appeared next to the application's: {companions:?}");
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_postgres_source_feeds_a_daemon_on_sqlite() {
+    let Some(app) = TestDb::postgres_with(false).await else {
+        return;
+    };
+    // Arrange: the application's table in its own PostgreSQL database.
+    let pool = sqlx::PgPool::connect(&app.url).await.unwrap();
+    sqlx::query("CREATE TABLE app_sessions (sid TEXT PRIMARY KEY, kind TEXT, last_seen TIMESTAMPTZ NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for (sid, kind, minutes) in APP_SESSIONS {
+        sqlx::query("INSERT INTO app_sessions VALUES ($1, $2, now() - make_interval(mins => $3))")
+            .bind(sid)
+            .bind(kind)
+            .bind(*minutes as i32)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    const DIGEST: &str = "SELECT md5(string_agg(sid || coalesce(kind, '') || last_seen::text, ',' ORDER BY sid)) FROM app_sessions";
+    let before: String = sqlx::query_scalar(DIGEST).fetch_one(&pool).await.unwrap();
+    let db = TestDb::sqlite().await;
+    let api = standin().await;
+    let env = source_env(&db, &api, &app.url, PG_APP_QUERY);
+
+    // Act
+    let child = crate::helpers::Daemon::start(&mut daemon(&["run"], &env));
+    wait_final(&db, 5).await;
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    child.signal("-TERM");
+    let output = child.finish().await;
+
+    // Assert: deleted, and the application's table untouched.
+    assert!(output.status.success(), "{}", text(&output));
+    let rows = db.store.rows().await.unwrap();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_source_outcome("postgres source", &rows, &api);
+    let after: String = sqlx::query_scalar(DIGEST).fetch_one(&pool).await.unwrap();
+    assert_eq!(before, after, "the application's table changed");
+    pool.close().await;
+    db.cleanup().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_broken_source_query_is_exit_78_at_start_with_the_databases_message() {
+    for db in backends().await {
+        let api = standin().await;
+        // The daemon's own database as the source (the default), a table that does not exist.
+        let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
+        env.push((
+            "SESSION_REAPER_SOURCE__QUERY".into(),
+            "SELECT sid AS session_id FROM no_such_table".into(),
+        ));
+        for args in [&["check-config"][..], &["run", "--once"][..], &["run"][..]] {
+            let output = run_daemon(args, &env).await;
+            let logs = text(&output);
+            assert_eq!(output.status.code(), Some(78), "{}: {args:?}: {logs}", db.name());
+            assert!(logs.contains("source.query"), "{logs}");
+            assert!(logs.contains("no_such_table"), "{}: {logs}", db.name());
+        }
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_source_query_failing_at_run_time_is_logged_once_and_deletions_go_on() {
+    let db = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_path, url) = sqlite_app(dir.path()).await;
+    let api = standin().await;
+    let env = source_env(&db, &api, &url, SQLITE_APP_QUERY);
+    let child = crate::helpers::Daemon::start(&mut daemon(&["run"], &env));
+    wait_final(&db, 5).await;
+
+    // Act: the application drops its table; sessions keep coming through `enqueue`.
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("DROP TABLE app_sessions").execute(&pool).await.unwrap();
+    pool.close().await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    db.store
+        .enqueue_editor(&ids(Editor::Sheet, "later-", 3), Editor::Sheet, Utc::now())
+        .await
+        .unwrap();
+    wait_final(&db, 8).await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    child.signal("-TERM");
+    let output = child.finish().await;
+
+    // Assert
+    assert!(output.status.success(), "{}", text(&output));
+    let failed = log_lines(
+        &output.stderr,
+        "the source query failed; retried every source.interval (logged again only once it works); \
+         deletions already queued go on",
+    );
+    assert_eq!(failed.len(), 1, "{}", text(&output));
+    assert!(failed[0]["error"].as_str().unwrap().contains("no such table"), "{failed:?}");
+    assert!(rows_of(&db, Editor::Sheet).await.iter().all(|r| r.state == State::Deleted));
+    db.cleanup().await;
+}
