@@ -71,10 +71,12 @@ impl SourceQuery {
     pub async fn run(self, stop: CancellationToken) {
         let mut failing = false;
         loop {
+            let started = std::time::Instant::now();
             let pass = tokio::select! {
                 pass = self.pass() => pass,
                 _ = stop.cancelled() => return,
             };
+            let took_ms = started.elapsed().as_millis() as u64;
             match pass {
                 Ok(pass) => {
                     if failing {
@@ -86,9 +88,9 @@ impl SourceQuery {
                             "source query: rows left out (session_id NULL, or editor not one of writer, sheet, show, pdf)");
                     }
                     if pass.inserted > 0 {
-                        tracing::info!(found = pass.found, inserted = pass.inserted, "source query: new stale sessions queued");
+                        tracing::info!(found = pass.found, inserted = pass.inserted, took_ms, "source query: new stale sessions queued");
                     } else {
-                        tracing::debug!(found = pass.found, "source query: nothing new");
+                        tracing::debug!(found = pass.found, took_ms, "source query: nothing new");
                     }
                 }
                 Err(e) if !failing => {
