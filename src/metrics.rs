@@ -266,7 +266,10 @@ mod tests {
         let metrics = Metrics::new();
         metrics.deletion_of(Editor::Sheet, DeletionOutcome::Deleted);
         let text = metrics.render();
-        assert!(text.contains(r#"session_reaper_deletions_total{outcome="deleted"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"session_reaper_deletions_total{outcome="deleted"} 1"#),
+            "{text}"
+        );
         assert!(
             text.contains(r#"session_reaper_deletions_by_editor_total{editor="sheet",outcome="deleted"} 1"#),
             "{text}"

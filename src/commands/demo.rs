@@ -183,8 +183,14 @@ fn seed_ids(n: usize) -> Vec<(Editor, Vec<String>)> {
     for (prefix, percent) in MIX {
         for i in 0..(n * percent).div_ceil(100) {
             if count < n {
-                let editor = if EVERY_EDITOR.contains(&prefix) { i % Editor::ALL.len() } else { 0 };
-                by_editor[editor].1.push(format!("{prefix}{}", uuid::Uuid::new_v4().simple()));
+                let editor = if EVERY_EDITOR.contains(&prefix) {
+                    i % Editor::ALL.len()
+                } else {
+                    0
+                };
+                by_editor[editor]
+                    .1
+                    .push(format!("{prefix}{}", uuid::Uuid::new_v4().simple()));
                 count += 1;
             }
         }

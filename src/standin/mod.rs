@@ -128,7 +128,10 @@ impl StandIn {
         });
         let mut app = Router::new();
         for editor in Editor::ALL {
-            app = app.route(&format!("/{}/{{id}}", editor.sessions_path().join("/")), any(delete_session));
+            app = app.route(
+                &format!("/{}/{{id}}", editor.sessions_path().join("/")),
+                any(delete_session),
+            );
         }
         let app = app
             .route("/__standin/stats", get(stats))

@@ -80,15 +80,26 @@ impl SourceQuery {
             match pass {
                 Ok(pass) => {
                     if failing {
-                        tracing::info!(found = pass.found, inserted = pass.inserted, "the source query works again");
+                        tracing::info!(
+                            found = pass.found,
+                            inserted = pass.inserted,
+                            "the source query works again"
+                        );
                         failing = false;
                     }
                     if pass.skipped > 0 {
-                        tracing::warn!(skipped = pass.skipped,
-                            "source query: rows left out (session_id NULL, or editor not one of writer, sheet, show, pdf)");
+                        tracing::warn!(
+                            skipped = pass.skipped,
+                            "source query: rows left out (session_id NULL, or editor not one of writer, sheet, show, pdf)"
+                        );
                     }
                     if pass.inserted > 0 {
-                        tracing::info!(found = pass.found, inserted = pass.inserted, took_ms, "source query: new stale sessions queued");
+                        tracing::info!(
+                            found = pass.found,
+                            inserted = pass.inserted,
+                            took_ms,
+                            "source query: new stale sessions queued"
+                        );
                     } else {
                         tracing::debug!(found = pass.found, took_ms, "source query: nothing new");
                     }
@@ -128,7 +139,10 @@ impl SourceQuery {
                 .await
                 .is_ok();
                 let sql = read_sql(&self.query, has_editor);
-                let mut tx = $conn.begin_with($begin).await.context("Failed to begin the source query")?;
+                let mut tx = $conn
+                    .begin_with($begin)
+                    .await
+                    .context("Failed to begin the source query")?;
                 if let Some(setup) = $setup {
                     sqlx::query(sqlx::AssertSqlSafe(setup))
                         .execute(&mut *tx)
@@ -136,8 +150,8 @@ impl SourceQuery {
                         .context("Failed to set the source query's timeout")?;
                 }
                 {
-                    let mut rows = sqlx::query_as::<_, (Option<String>, Option<String>)>(sqlx::AssertSqlSafe(sql))
-                        .fetch(&mut *tx);
+                    let mut rows =
+                        sqlx::query_as::<_, (Option<String>, Option<String>)>(sqlx::AssertSqlSafe(sql)).fetch(&mut *tx);
                     while let Some(row) = rows.try_next().await.context("The source query failed")? {
                         batch.push(row);
                         if batch.len() >= BATCH {
@@ -193,7 +207,6 @@ fn read_sql(query: &str, has_editor: bool) -> String {
     let editor = if has_editor { "CAST(editor AS TEXT)" } else { "NULL" };
     format!("SELECT CAST(session_id AS TEXT), {editor} FROM ({query}) AS reaper_source")
 }
-
 
 /// Opens the application's database read-only: SQLite with `SQLITE_OPEN_READONLY` (it works on a
 /// file the daemon cannot write, and never changes it); PostgreSQL with read-only transactions.

@@ -60,13 +60,21 @@ async fn each_editor_is_sent_to_its_own_path_and_its_success_shape_counts_as_del
                 assert_eq!(row.state, State::Deleted, "{}: {row:?}", db.name());
                 let path = format!("/{}/{}", editor.sessions_path().join("/"), row.session_id);
                 assert_eq!(
-                    requests.iter().filter(|r| r.path == path && r.method == "DELETE").count(),
+                    requests
+                        .iter()
+                        .filter(|r| r.path == path && r.method == "DELETE")
+                        .count(),
                     1,
                     "{}: {path} in {requests:?}",
                     db.name()
                 );
             }
-            assert_eq!(api.state.stats().per_editor[editor.label()], 3, "{}: {editor}", db.name());
+            assert_eq!(
+                api.state.stats().per_editor[editor.label()],
+                3,
+                "{}: {editor}",
+                db.name()
+            );
         }
         assert_eq!(api.state.stats().off_contract, 0);
         // The `deletion finished` line names the editor.
@@ -109,7 +117,10 @@ async fn only_writer_reads_1833_as_gone_the_other_editors_retry_it() {
         // Assert
         assert!(output.status.success(), "{}: {}", db.name(), text(&output));
         let writer = &rows_of(&db, Editor::Writer).await[0];
-        assert_eq!((writer.state, writer.attempts, writer.last_api_code), (State::Gone, 1, Some(1833)));
+        assert_eq!(
+            (writer.state, writer.attempts, writer.last_api_code),
+            (State::Gone, 1, Some(1833))
+        );
         for editor in [Editor::Sheet, Editor::Show, Editor::Pdf] {
             let row = &rows_of(&db, editor).await[0];
             assert_eq!(
@@ -137,7 +148,13 @@ async fn a_rejected_key_of_any_editor_pauses_the_pool_and_charges_nothing() {
             let output = run_daemon(&["run", "--once"], &wrong).await;
 
             // Assert: exit 77 from the editor's own code, the rows untouched.
-            assert_eq!(output.status.code(), Some(77), "{}: {editor}: {}", db.name(), text(&output));
+            assert_eq!(
+                output.status.code(),
+                Some(77),
+                "{}: {editor}: {}",
+                db.name(),
+                text(&output)
+            );
             let paused = log_lines(
                 &output.stderr,
                 "the API rejected the apikey: all calls stopped, rows untouched; fix api.apikey",
@@ -147,18 +164,38 @@ async fn a_rejected_key_of_any_editor_pauses_the_pool_and_charges_nothing() {
             assert_eq!(paused[0]["api_code"], code, "{}: {editor}", db.name());
             let requests = api.state.requests();
             assert!(
-                requests.iter().all(|r| r.path.starts_with(&format!("/{}/", editor.sessions_path()[0]))),
+                requests
+                    .iter()
+                    .all(|r| r.path.starts_with(&format!("/{}/", editor.sessions_path()[0]))),
                 "{requests:?}"
             );
-            for row in db.store.rows().await.unwrap().iter().filter(|r| sessions.contains(&r.session_id)) {
+            for row in db
+                .store
+                .rows()
+                .await
+                .unwrap()
+                .iter()
+                .filter(|r| sessions.contains(&r.session_id))
+            {
                 assert_eq!((row.state, row.attempts), (State::Pending, 0), "{}: {row:?}", db.name());
                 assert!(row.lease_owner.is_none(), "{}: {row:?}", db.name());
             }
 
             // And with the right key, they go.
             let output = run_daemon(&["run", "--once"], &daemon_env(&db.url, &api.base_url(), APIKEY)).await;
-            assert_eq!(output.status.code(), Some(0), "{}: {editor}: {}", db.name(), text(&output));
-            assert!(rows_of(&db, editor).await.iter().all(|r| r.state == State::Deleted && r.attempts == 1));
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{}: {editor}: {}",
+                db.name(),
+                text(&output)
+            );
+            assert!(
+                rows_of(&db, editor)
+                    .await
+                    .iter()
+                    .all(|r| r.state == State::Deleted && r.attempts == 1)
+            );
         }
         db.cleanup().await;
     }
@@ -179,7 +216,13 @@ async fn a_spent_quota_of_any_editor_pauses_the_pool_and_charges_nothing() {
             let output = run_daemon(&["run", "--once"], &env).await;
 
             // Assert: exit 75 (rows left for the next run) on the editor's own quota code.
-            assert_eq!(output.status.code(), Some(75), "{}: {editor}: {}", db.name(), text(&output));
+            assert_eq!(
+                output.status.code(),
+                Some(75),
+                "{}: {editor}: {}",
+                db.name(),
+                text(&output)
+            );
             let paused = log_lines(&output.stderr, "the account's API quota is spent: all calls paused");
             let code: i64 = editor.quota_code().parse().unwrap();
             assert_eq!(paused.len(), 1, "{}: {editor}: {}", db.name(), text(&output));
@@ -191,8 +234,19 @@ async fn a_spent_quota_of_any_editor_pauses_the_pool_and_charges_nothing() {
             // Quota back: deleted, one attempt each.
             api.state.set_quota_spent(false);
             let output = run_daemon(&["run", "--once"], &env).await;
-            assert_eq!(output.status.code(), Some(0), "{}: {editor}: {}", db.name(), text(&output));
-            assert!(rows_of(&db, editor).await.iter().all(|r| r.state == State::Deleted && r.attempts == 1));
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{}: {editor}: {}",
+                db.name(),
+                text(&output)
+            );
+            assert!(
+                rows_of(&db, editor)
+                    .await
+                    .iter()
+                    .all(|r| r.state == State::Deleted && r.attempts == 1)
+            );
         }
         db.cleanup().await;
     }
@@ -253,9 +307,16 @@ async fn enqueue_takes_an_editor_and_the_table_refuses_an_unknown_one_by_name() 
             ("plain-1", refused.map(|_| ()))
         };
         let error = format!("{:#}", refused.unwrap_err());
-        assert!(error.contains("reaper_sessions_editor_is_known"), "{}: {error}", db.name());
+        assert!(
+            error.contains("reaper_sessions_editor_is_known"),
+            "{}: {error}",
+            db.name()
+        );
         let rows = db.store.rows().await.unwrap();
-        assert_eq!(rows.iter().find(|r| r.session_id == default).unwrap().editor, Editor::Writer);
+        assert_eq!(
+            rows.iter().find(|r| r.session_id == default).unwrap().editor,
+            Editor::Writer
+        );
         db.cleanup().await;
     }
 }
@@ -378,7 +439,11 @@ fn assert_source_outcome(db_name: &str, rows: &[SessionRow], api: &session_reape
         if sid.starts_with("stale-") {
             let row = row.unwrap_or_else(|| panic!("{db_name}: {sid} not queued: {rows:?}"));
             assert_eq!(row.state, State::Deleted, "{db_name}: {row:?}");
-            assert_eq!(row.editor, Editor::parse(kind.unwrap_or("writer")).unwrap(), "{db_name}: {row:?}");
+            assert_eq!(
+                row.editor,
+                Editor::parse(kind.unwrap_or("writer")).unwrap(),
+                "{db_name}: {row:?}"
+            );
             // Found again every interval, but final: never sent again.
             assert_eq!(api.state.count_for(sid), 1, "{db_name}: {sid}");
         } else {
@@ -418,7 +483,11 @@ async fn a_sqlite_source_feeds_the_daemon_read_only_on_either_backend() {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(companions.len(), 1, "files appeared next to the application's: {companions:?}");
+        assert_eq!(
+            companions.len(),
+            1,
+            "files appeared next to the application's: {companions:?}"
+        );
         db.cleanup().await;
     }
 }
@@ -443,7 +512,8 @@ async fn a_postgres_source_feeds_a_daemon_on_sqlite() {
             .await
             .unwrap();
     }
-    const DIGEST: &str = "SELECT md5(string_agg(sid || coalesce(kind, '') || last_seen::text, ',' ORDER BY sid)) FROM app_sessions";
+    const DIGEST: &str =
+        "SELECT md5(string_agg(sid || coalesce(kind, '') || last_seen::text, ',' ORDER BY sid)) FROM app_sessions";
     let before: String = sqlx::query_scalar(DIGEST).fetch_one(&pool).await.unwrap();
     let db = TestDb::sqlite().await;
     let api = standin().await;
@@ -521,7 +591,15 @@ async fn a_source_query_failing_at_run_time_is_logged_once_and_deletions_go_on()
          deletions already queued go on",
     );
     assert_eq!(failed.len(), 1, "{}", text(&output));
-    assert!(failed[0]["error"].as_str().unwrap().contains("no such table"), "{failed:?}");
-    assert!(rows_of(&db, Editor::Sheet).await.iter().all(|r| r.state == State::Deleted));
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains("no such table"),
+        "{failed:?}"
+    );
+    assert!(
+        rows_of(&db, Editor::Sheet)
+            .await
+            .iter()
+            .all(|r| r.state == State::Deleted)
+    );
     db.cleanup().await;
 }

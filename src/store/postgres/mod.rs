@@ -19,13 +19,13 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
 use super::rows::{self, ReadRow};
-use crate::editor::Editor;
 use super::types::{self as types};
 use super::types::{Claimed, Renewal, SetAside};
 use super::{
     ClaimRequest, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Requeue, SessionRow, StatusReport,
     chrono_duration,
 };
+use crate::editor::Editor;
 
 /// The two outcome writers, heartbeat, housekeeping and spares (claims have their own pool).
 const MAX_CONNECTIONS: u32 = 6;

@@ -18,13 +18,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, SqlitePool};
 
 use super::rows::{self, ReadRow};
-use crate::editor::Editor;
 use super::types::{self as types};
 use super::types::{Claimed, Renewal, SetAside};
 use super::{
     ClaimRequest, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Requeue, SessionRow, StatusReport,
     chrono_duration,
 };
+use crate::editor::Editor;
 
 /// How long a statement waits for another writer before failing with "database is locked".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
