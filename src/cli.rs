@@ -31,7 +31,11 @@ pub enum Command {
     /// Create or update the database tables, then exit.
     Migrate,
     /// Read session ids from stdin, one per line, and mark them due now.
-    Enqueue,
+    Enqueue {
+        /// Whose sessions they are: writer, sheet, show or pdf (where each DELETE goes).
+        #[arg(long, default_value = "writer", value_name = "NAME")]
+        editor: crate::editor::Editor,
+    },
     /// Counts per state, backlog age and last success. Only reads: it never creates, migrates
     /// or writes the database (a missing file or table is an error).
     Status {

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod editor;
 pub mod health;
 pub mod http;
 pub mod metrics;

@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::editor::Editor;
 use crate::outcome::{AnswerClass, DeletionOutcome, OutcomeCounts};
 
 type Labels = Vec<(&'static str, &'static str)>;
@@ -20,6 +21,8 @@ pub struct Metrics {
     /// The family members of `deletions_total` and `api_answers_total`, resolved once at start
     /// (one per `DeletionOutcome` / `AnswerClass`, by index): no label lookup per deletion.
     deletion_counters: [Counter; 6],
+    /// `deletions_by_editor_total{editor, outcome}`, resolved once the same way.
+    editor_deletion_counters: [[Counter; 6]; 4],
     answer_counters: [Counter; 8],
     pauses: Family<Labels, Counter>,
     latency: Histogram,
@@ -53,8 +56,17 @@ impl Metrics {
             DeletionOutcome::ALL.map(|outcome| deletions.get_or_create(&vec![("outcome", outcome.label())]).clone());
         let answer_counters =
             AnswerClass::ALL.map(|class| answers.get_or_create(&vec![("class", class.label())]).clone());
+        let by_editor: Family<Labels, Counter> = Family::default();
+        let editor_deletion_counters = Editor::ALL.map(|editor| {
+            DeletionOutcome::ALL.map(|outcome| {
+                by_editor
+                    .get_or_create(&vec![("editor", editor.label()), ("outcome", outcome.label())])
+                    .clone()
+            })
+        });
         let m = Self {
             deletion_counters,
+            editor_deletion_counters,
             answer_counters,
             pauses: Family::default(),
             // 5 ms to about 40 s.
@@ -76,6 +88,11 @@ impl Metrics {
         };
         let r = &mut registry;
         r.register("deletions", "Rows finished or handed back, by outcome", deletions);
+        r.register(
+            "deletions_by_editor",
+            "Rows finished or handed back, by editor and outcome",
+            by_editor,
+        );
         r.register("api_answers", "API answers by class", answers);
         r.register("pauses", "Pool-wide pauses, by reason", m.pauses.clone());
         r.register("api_request_duration_seconds", "API request latency", m.latency.clone());
@@ -150,6 +167,12 @@ impl Metrics {
         if outcome.is_charged() {
             self.attempts.inc();
         }
+    }
+
+    /// A claimed row of `editor` finished or handed back: counted in total and per editor.
+    pub fn deletion_of(&self, editor: Editor, outcome: DeletionOutcome) {
+        self.deletion(outcome);
+        self.editor_deletion_counters[editor.index()][outcome.index()].inc();
     }
 
     /// One answer (or its absence) of class `class`, after `latency`.
@@ -231,5 +254,29 @@ impl Metrics {
             "summary"
         );
         requests
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deletion_counts_in_total_and_under_its_editor() {
+        let metrics = Metrics::new();
+        metrics.deletion_of(Editor::Sheet, DeletionOutcome::Deleted);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"session_reaper_deletions_total{outcome="deleted"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"session_reaper_deletions_by_editor_total{editor="sheet",outcome="deleted"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"session_reaper_deletions_by_editor_total{editor="pdf",outcome="deleted"} 0"#),
+            "{text}"
+        );
     }
 }

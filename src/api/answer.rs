@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::editor::{CodeMeaning, Editor, WRITER_CODE_DEPRECATED};
 use crate::outcome::AnswerClass;
 
 /// What the pool does next, decided from one answer.
@@ -18,9 +19,10 @@ pub enum Verdict {
     Transient { retry_after: Option<Duration> },
     /// HTTP 429: the whole pool waits; the row is not at fault.
     RateLimited { retry_after: Option<Duration> },
-    /// 1845 (and Sheet/Show's twins): the account's quota is spent; the pool stops for long.
+    /// 1845 (Sheet 2893, Show 3893): the account's quota is spent; the pool stops for long.
     QuotaExhausted,
-    /// 1846, 1837, 1877: our configuration is wrong; the pool stops, rows stay untouched.
+    /// 1846, 1837, 1877 (Sheet 2890, Show 3890): our configuration is wrong; the pool stops,
+    /// rows stay untouched.
     KeyRejected,
     /// Retrying cannot help this row.
     Permanent,
@@ -40,7 +42,7 @@ pub struct Answer {
 /// Longest message we keep from an answer.
 const MAX_MESSAGE_CHARS: usize = 200;
 /// Deprecated API (1879): permanent, and logged loudly by the caller.
-pub const CODE_DEPRECATED: i64 = 1879;
+pub const CODE_DEPRECATED: i64 = WRITER_CODE_DEPRECATED;
 
 impl Answer {
     /// The bounded label of this answer (metrics never carry session ids or messages).
@@ -67,8 +69,13 @@ impl Answer {
     }
 }
 
-/// Classifies one HTTP answer. `retry_after` is the parsed header, if any.
+/// Classifies one HTTP answer of Writer. `retry_after` is the parsed header, if any.
 pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Answer {
+    classify_for(Editor::Writer, status, body, retry_after)
+}
+
+/// Classifies one HTTP answer of `editor`, by that editor's own table of codes.
+pub fn classify_for(editor: Editor, status: u16, body: &[u8], retry_after: Option<Duration>) -> Answer {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let object = json.as_ref().and_then(Value::as_object);
     let code = object.and_then(|o| o.get("code")).and_then(code_of);
@@ -93,14 +100,14 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Answ
         return answer(Verdict::Deleted, None);
     }
     if let Some(code) = code {
-        let verdict = match code {
-            1801..=1803 | 1861 => Verdict::Transient { retry_after },
-            1833 | 1834 => Verdict::Gone,
-            1845 | 2893 | 3893 => Verdict::QuotaExhausted,
-            1846 | 1837 | 1877 | 2890 | 3890 => Verdict::KeyRejected,
-            1831 | 1832 | 1838 | 1839 | 1848 | 1844 | CODE_DEPRECATED => Verdict::Permanent,
-            // A code nobody documented: retry (attempts are bounded), never count it as gone.
-            _ => Verdict::Transient { retry_after },
+        // A code the editor does not document is transient: retried (attempts are bounded),
+        // never counted as gone.
+        let verdict = match editor.code_meaning(code) {
+            CodeMeaning::Transient => Verdict::Transient { retry_after },
+            CodeMeaning::Gone => Verdict::Gone,
+            CodeMeaning::QuotaExhausted => Verdict::QuotaExhausted,
+            CodeMeaning::KeyRejected => Verdict::KeyRejected,
+            CodeMeaning::Permanent => Verdict::Permanent,
         };
         let message = api_message.unwrap_or_else(|| format!("API error code {code}"));
         return answer(verdict, Some(message));
@@ -194,6 +201,23 @@ mod tests {
         assert!(matches!(verdict(503, ""), Verdict::Transient { .. }));
     }
 
+    #[test]
+    fn each_editor_reads_its_own_codes() {
+        let of = |editor, body: &str| classify_for(editor, 400, body.as_bytes(), None).verdict;
+        assert_eq!(of(Editor::Sheet, r#"{"code": "2890"}"#), Verdict::KeyRejected);
+        assert_eq!(of(Editor::Sheet, r#"{"code": 2893}"#), Verdict::QuotaExhausted);
+        assert_eq!(of(Editor::Show, r#"{"code": "3890"}"#), Verdict::KeyRejected);
+        assert_eq!(of(Editor::Show, r#"{"code": 3893}"#), Verdict::QuotaExhausted);
+        assert_eq!(of(Editor::Pdf, r#"{"code": 1846}"#), Verdict::KeyRejected);
+        // Writer's gone codes are Writer's: elsewhere they are retried, never read as gone.
+        for editor in [Editor::Sheet, Editor::Show, Editor::Pdf] {
+            assert!(matches!(of(editor, r#"{"code": 1833}"#), Verdict::Transient { .. }));
+        }
+        // Sheet's success shape: the string "true".
+        let ok = classify_for(Editor::Sheet, 200, br#"{"session_delete":"true"}"#, None);
+        assert_eq!(ok.verdict, Verdict::Deleted);
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bodies_never_panic_and_never_count_as_gone_without_a_code(
@@ -202,6 +226,9 @@ mod tests {
             let answer = classify(status, &body, None);
             if answer.verdict == Verdict::Gone {
                 prop_assert!(matches!(answer.api_code, Some(1833 | 1834)));
+            }
+            for editor in [Editor::Sheet, Editor::Show, Editor::Pdf] {
+                prop_assert!(classify_for(editor, status, &body, None).verdict != Verdict::Gone);
             }
             if let Some(message) = answer.message {
                 prop_assert!(message.chars().count() <= MAX_MESSAGE_CHARS);

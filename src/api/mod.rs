@@ -14,16 +14,18 @@ use reqwest::header::{ACCEPT, CONTENT_LENGTH, RETRY_AFTER};
 use reqwest::{Client, Url};
 use secrecy::{ExposeSecret, SecretString};
 
-pub use answer::{Answer, CODE_DEPRECATED, Verdict, classify};
+pub use answer::{Answer, CODE_DEPRECATED, Verdict, classify, classify_for};
 pub use retry_after::{MAX_RETRY_AFTER, parse_retry_after};
 
 use crate::config::ApiConfig;
+use crate::editor::Editor;
 use crate::session_id::SessionId;
 
 /// Largest answer body we read; real answers are under 200 bytes, proxy pages a few kB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Path of the Writer session resource, below the data centre's base URL.
-pub const SESSIONS_PATH: [&str; 4] = ["writer", "officeapi", "v1", "sessions"];
+/// Path of the Writer session resource, below the data centre's base URL (each editor's is
+/// `Editor::sessions_path`).
+pub const SESSIONS_PATH: [&str; 4] = Editor::Writer.sessions_path();
 
 /// Sends deletions. Cheap to clone: the connection pool is shared.
 #[derive(Clone)]
@@ -51,14 +53,19 @@ impl ApiClient {
         })
     }
 
-    /// `DELETE {base}/writer/officeapi/v1/sessions/{id}?apikey={key}`.
-    #[tracing::instrument(level = "debug", skip_all)]
+    /// `DELETE {base}/writer/officeapi/v1/sessions/{id}?apikey={key}` (a Writer session).
     pub async fn delete_session(&self, id: &SessionId) -> Answer {
+        self.delete_editor_session(Editor::Writer, id).await
+    }
+
+    /// `DELETE {base}/{editor's path}/{id}?apikey={key}`, the answer read by that editor's codes.
+    #[tracing::instrument(level = "debug", skip_all)]
+    pub async fn delete_editor_session(&self, editor: Editor, id: &SessionId) -> Answer {
         let mut url = self.base_url.clone();
         url.path_segments_mut()
             .expect("base URLs are http(s) and so have a path")
             .pop_if_empty()
-            .extend(SESSIONS_PATH)
+            .extend(editor.sessions_path())
             .push(id.as_str());
         url.query_pairs_mut().append_pair("apikey", self.apikey.expose_secret());
 
@@ -105,7 +112,7 @@ impl ApiClient {
             Ok(text) => self.scrub(text).into_bytes(),
             Err(raw) => raw.into_bytes(),
         };
-        let mut answer = classify(status, &body, retry_after);
+        let mut answer = classify_for(editor, status, &body, retry_after);
         answer.message = answer.message.map(|m| self.scrub(m));
         answer
     }

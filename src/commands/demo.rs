@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiClient;
 use crate::config::Config;
+use crate::editor::Editor;
 use crate::standin::StandIn;
 use crate::store::Store;
 use crate::worker::{Reaper, RunMode};
@@ -51,13 +52,18 @@ pub async fn demo(mut config: Config, database: &Path, sessions: usize) -> anyho
 
     mark_as_demo(database).await?;
     let store = super::open_named(&config).await?;
-    let ids = seed_ids(sessions);
-    store.enqueue(&ids, Utc::now()).await?;
+    let seeded = seed_ids(sessions);
+    let mut total = 0;
+    for (editor, ids) in &seeded {
+        store.enqueue_editor(ids, *editor, Utc::now()).await?;
+        total += ids.len();
+    }
+    let shares: Vec<String> = seeded.iter().map(|(e, ids)| format!("{e} {}", ids.len())).collect();
     eprintln!(
-        "demo: stand-in API on {}, {} sessions seeded into {}",
+        "demo: stand-in API on {}, {total} sessions seeded into {} ({})",
         standin.base_url(),
-        ids.len(),
-        database.display()
+        database.display(),
+        shares.join(", ")
     );
     let api = ApiClient::new(&config.api)?;
     let shutdown = crate::shutdown::on_signals().context("Failed to install signal handlers")?;
@@ -71,9 +77,12 @@ pub async fn demo(mut config: Config, database: &Path, sessions: usize) -> anyho
     print_status(&store, stale_after).await?;
     store.close().await;
     let stats = standin.state.stats();
+    let per_editor: Vec<String> = stats.per_editor.iter().map(|(e, n)| format!("{e} {n}")).collect();
     println!(
-        "stand-in: {} requests, {} off the contract path",
-        stats.requests, stats.off_contract
+        "stand-in: {} requests ({}), {} off the contract path",
+        stats.requests,
+        per_editor.join(", "),
+        stats.off_contract
     );
     println!(
         "inspect: sqlite3 {} 'SELECT session_id, state, attempts, last_http_status, last_api_code, last_error FROM reaper_sessions LIMIT 20'",
@@ -161,17 +170,32 @@ async fn print_status(store: &Store, stale_after: Duration) -> anyhow::Result<()
     Ok(())
 }
 
-/// `n` session ids spread over the scenarios of `MIX`, hex like the real ones.
-fn seed_ids(n: usize) -> Vec<String> {
-    let mut ids = Vec::with_capacity(n);
+/// Scenarios whose answers mean the same for every editor (success, proxy pages, busy, 429), so
+/// their sessions are spread over all four editors. Gone, expired and permanently bad answers
+/// are documented for Writer only (other editors retry them), so those sessions are Writer's.
+const EVERY_EDITOR: [&str; 4] = ["", "flaky2-", "busy1-", "limited1-"];
+
+/// `n` session ids spread over the scenarios of `MIX`, hex like the real ones, grouped by editor:
+/// the scenarios of `EVERY_EDITOR` in turn to each editor, the rest Writer's.
+fn seed_ids(n: usize) -> Vec<(Editor, Vec<String>)> {
+    let mut by_editor: Vec<(Editor, Vec<String>)> = Editor::ALL.map(|e| (e, Vec::new())).into();
+    let mut count = 0;
     for (prefix, percent) in MIX {
-        for _ in 0..(n * percent).div_ceil(100) {
-            if ids.len() < n {
-                ids.push(format!("{prefix}{}", uuid::Uuid::new_v4().simple()));
+        for i in 0..(n * percent).div_ceil(100) {
+            if count < n {
+                let editor = if EVERY_EDITOR.contains(&prefix) {
+                    i % Editor::ALL.len()
+                } else {
+                    0
+                };
+                by_editor[editor]
+                    .1
+                    .push(format!("{prefix}{}", uuid::Uuid::new_v4().simple()));
+                count += 1;
             }
         }
     }
-    ids
+    by_editor
 }
 
 pub async fn stand_in(listen: SocketAddr, apikey: &str, latency: Duration, faults: Option<&str>) -> anyhow::Result<()> {

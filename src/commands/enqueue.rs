@@ -1,4 +1,4 @@
-//! `enqueue`: session ids on stdin, one per line, due now. Malformed ids are reported (and not
+//! `enqueue [--editor NAME]`: session ids of one editor on stdin, one per line, due now. Malformed ids are reported (and not
 //! inserted); the valid ones are inserted in bulk, duplicates ignored. On a terminal a progress
 //! bar (stdin redirected from a file: by bytes, with ETA) or a spinner (a pipe) shows the pace.
 
@@ -12,18 +12,19 @@ use indicatif::ProgressBar;
 
 use super::{EXIT_DATAERR, Exit, progress};
 use crate::config::Config;
+use crate::editor::Editor;
 use crate::session_id::SessionId;
 
 /// Ids per insert transaction.
 const CHUNK: usize = 10_000;
 
-pub async fn enqueue(config: &Config) -> anyhow::Result<()> {
+pub async fn enqueue(config: &Config, editor: Editor) -> anyhow::Result<()> {
     let store = super::open_named(config).await?;
     let insert = |ids: Vec<String>| {
         let store = store.clone();
         async move {
             store
-                .enqueue(&ids, Utc::now())
+                .enqueue_editor(&ids, editor, Utc::now())
                 .await
                 .map_err(|e| super::name_database(config, e))
         }

@@ -38,10 +38,13 @@ pub async fn execute(cli: Cli) -> ExitCode {
             Err(code) => return code,
         },
         Command::CheckConfig => match load_or_exit(load) {
-            Ok(config) => {
-                println!("{}", config.render());
-                Ok(())
-            }
+            Ok(config) => match check_source(&config, true).await {
+                Ok(()) => {
+                    println!("{}", config.render());
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
             Err(code) => return code,
         },
         command => {
@@ -53,7 +56,7 @@ pub async fn execute(cli: Cli) -> ExitCode {
             match command {
                 Command::Run { once } => run::run(config, once).await,
                 Command::Migrate => migrate(&config).await,
-                Command::Enqueue => enqueue::enqueue(&config).await,
+                Command::Enqueue { editor } => enqueue::enqueue(&config, editor).await,
                 Command::Status { json, watch } => status::status(&config, json, watch).await,
                 Command::Requeue { failed, ids, dry_run } => maintenance::requeue(&config, failed, &ids, dry_run).await,
                 Command::Prune { older_than, dry_run } => maintenance::prune(&config, older_than, dry_run).await,
@@ -71,6 +74,38 @@ pub async fn execute(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `source.query` (when set) with `LIMIT 0` against `source.url`: a query the database
+/// refuses (syntax, a missing table or column) is bad configuration (exit 78), reported in the
+/// database's own words. A database that cannot be reached is that too for `check-config`
+/// (`strict`); `run` warns and goes on, its source task retries every interval.
+pub async fn check_source(config: &Config, strict: bool) -> anyhow::Result<()> {
+    let Some(query) = &config.source.query else {
+        return Ok(());
+    };
+    let url = config.source_url();
+    if let Err(e) = crate::worker::source::check(url, query).await {
+        let refused = e
+            .chain()
+            .any(|cause| matches!(cause.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Database(_))));
+        if !strict && !refused {
+            eprintln!(
+                "session-reaper: warning: source.query: could not be checked: {} (database {}); retried every source.interval",
+                describe(&e),
+                database_label(url)
+            );
+            return Ok(());
+        }
+        eprintln!(
+            "session-reaper: config: source.query: {} (database {}, {})",
+            describe(&e),
+            database_label(url),
+            config.provenance.of("source.query")
+        );
+        return Err(Exit(EXIT_CONFIG as u8).into());
+    }
+    Ok(())
 }
 
 /// An exit code a command chose after reporting its problem itself.

@@ -27,6 +27,7 @@ pub const EXIT_INCOMPLETE: u8 = 75;
 pub const EXIT_KEY_REJECTED: u8 = 77;
 
 pub async fn run(config: Config, once: bool) -> anyhow::Result<()> {
+    super::check_source(&config, false).await?;
     let shutdown = crate::shutdown::on_signals().context("Failed to install signal handlers")?;
     let api = ApiClient::new(&config.api)?;
     let metrics = Arc::new(Metrics::new());

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::name_database;
 use crate::config::{Config, redact_url};
+use crate::editor::Editor;
 use crate::store::{InstanceRow, State, StatusReport, Store};
 
 /// The tables `status` reads; without them the database was never migrated.
@@ -138,6 +139,18 @@ pub fn to_json(report: &StatusReport) -> Value {
     for state in State::ALL {
         object.insert(state.as_str().to_owned(), json!(report.count(state)));
     }
+    // Every editor, with every state, so a reader never meets a missing key.
+    let editors: Map<String, Value> = Editor::ALL
+        .into_iter()
+        .map(|editor| {
+            let counts: Map<String, Value> = State::ALL
+                .into_iter()
+                .map(|state| (state.as_str().to_owned(), json!(report.editor_count(editor, state))))
+                .collect();
+            (editor.label().to_owned(), Value::Object(counts))
+        })
+        .collect();
+    object.insert("editors".into(), Value::Object(editors));
     object.insert("in_flight".into(), json!(report.in_flight));
     object.insert("oldest_due_age_seconds".into(), json!(oldest_due_age(report)));
     object.insert(
@@ -157,6 +170,14 @@ pub fn to_text(report: &StatusReport) -> String {
     let mut out = String::new();
     for state in State::ALL {
         out.push_str(&format!("{:<10} {}\n", state.as_str(), report.count(state)));
+    }
+    // One line per editor that has rows: its non-zero states.
+    for (editor, counts) in &report.editors {
+        let shown: Vec<String> = State::ALL
+            .into_iter()
+            .filter_map(|state| counts.get(&state).filter(|n| **n > 0).map(|n| format!("{state} {n}")))
+            .collect();
+        out.push_str(&format!("editor {}: {}\n", editor.label(), shown.join(", ")));
     }
     out.push_str(&format!("{:<10} {}\n", "in flight", report.in_flight));
     let age = oldest_due_age(report).map_or("nothing due".to_owned(), human);

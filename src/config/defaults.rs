@@ -72,7 +72,12 @@ pub(super) const KNOWN_KEYS: &[&str] = &[
     "log.summary_interval",
     "http.listen",
     "retention.finished",
+    "source.url",
+    "source.query",
+    "source.interval",
 ];
+/// How often the source query runs (when `source.query` is set).
+pub(super) const DEFAULT_SOURCE_INTERVAL: Duration = Duration::from_secs(60);
 /// How long `run --once` waits for an unreachable database (at start or mid-run) before it exits
 /// non-zero; the daemon itself keeps retrying.
 pub(super) const DEFAULT_DATABASE_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

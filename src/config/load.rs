@@ -302,6 +302,21 @@ impl Reader {
                 at_least(v, Duration::from_secs(60)).map(Some)
             }),
         };
+        let source = SourceConfig {
+            url: self.read("source.url", None, |v| database_url(v).map(Some)),
+            query: self.read("source.query", None, |v| {
+                let query = text(v)?;
+                let trimmed = query.trim().trim_end_matches(';').trim();
+                if trimmed.is_empty() {
+                    Err("must not be empty (leave it unset to turn the source off)".to_owned())
+                } else {
+                    Ok(Some(trimmed.to_owned()))
+                }
+            }),
+            interval: self.read("source.interval", DEFAULT_SOURCE_INTERVAL, |v| {
+                at_least(v, Duration::from_millis(100))
+            }),
+        };
         for key in KNOWN_KEYS {
             if self.is_set(key) && !self.provenance.is_set(key) {
                 let source = self.source(key);
@@ -323,6 +338,7 @@ impl Reader {
                 log,
                 http,
                 retention,
+                source,
                 provenance: self.provenance,
             })
         } else {

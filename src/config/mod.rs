@@ -29,6 +29,7 @@ pub struct Config {
     pub log: LogConfig,
     pub http: HttpConfig,
     pub retention: RetentionConfig,
+    pub source: SourceConfig,
     /// Where each key's value came from, for `check-config`.
     pub provenance: Provenance,
 }
@@ -141,7 +142,22 @@ pub struct RetentionConfig {
     pub finished: Option<Duration>,
 }
 
+/// `[source]`: stale sessions read from the application's own table. Off unless `query` is set.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// The application's database (`sqlite:` or `postgres://`); `None`: the daemon's `database.url`.
+    pub url: Option<String>,
+    /// SQL returning a column `session_id` (and optionally `editor`): the sessions stale now.
+    pub query: Option<String>,
+    pub interval: Duration,
+}
+
 impl Config {
+    /// The database the source query reads: `source.url`, else the daemon's own.
+    pub fn source_url(&self) -> &str {
+        self.source.url.as_deref().unwrap_or(&self.database.url)
+    }
+
     /// The effective configuration as TOML (a TOML parser reads it, and so does `--config`), the
     /// apikey and passwords redacted, each value followed by where it came from. Optional keys
     /// that are not set appear as comments.
@@ -202,6 +218,16 @@ impl Config {
             Some(keep) => out.key("retention.finished", d(keep)),
             None => out.unset("retention.finished", "finished rows are kept forever"),
         }
+        out.section("source");
+        match &self.source.url {
+            Some(url) => out.key("source.url", toml_string(&redact_url(url))),
+            None => out.unset("source.url", "database.url"),
+        }
+        match &self.source.query {
+            Some(query) => out.key("source.query", toml_string(query)),
+            None => out.unset("source.query", "off"),
+        }
+        out.key("source.interval", d(self.source.interval));
         out.lines.join("\n")
     }
 }

@@ -1,8 +1,14 @@
 //! A stand-in for the Office Integrator session API, for demos, tests and benchmarks on loopback.
 //!
-//! It answers the way `office-integrator-api.md` says the real service does: HTTP 200 with one of
-//! the three documented success shapes, HTTP 400 with `{"code", "message"}` errors (1833 for a
-//! session that is already gone, 1837 without a key, 1846 for a wrong key). A session id's prefix
+//! It answers the way `office-integrator-api.md` says the real service does, for each editor on
+//! its own path (Writer `/writer/officeapi/v1/sessions/{id}`, Sheet `/sheet/officeapi/v1/session/{id}`,
+//! Show `/show/officeapi/v1/session/{id}`, PDF editor `/pdfeditor/officeapi/v1/sessions/{id}`):
+//! HTTP 200 with a documented success shape (Sheet: `{"session_delete":"true"}`, a string; the
+//! others rotate through the three shapes), HTTP 400 with `{"code", "message"}` errors. A wrong or
+//! missing key and a spent quota answer each editor's own code (Writer and PDF 1846 / 1845, Sheet
+//! 2890 / 2893, Show 3890 / 3893; Writer answers 1837 without a key). What Sheet, Show and the PDF
+//! editor answer for a session that is gone is not documented: the stand-in answers Writer's
+//! codes there too, which the daemon reads as transient for those editors. A session id's prefix
 //! picks a scenario, so one table can hold every kind of session:
 //!
 //! | prefix        | answer                                                             |
@@ -28,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
+use axum::http::Uri;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -36,6 +43,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use faults::Faults;
+
+use crate::editor::Editor;
 use faults::Injected;
 
 /// Requests arriving this soon after a 429 went out were already on their way.
@@ -72,6 +81,8 @@ struct Seen {
     deleted: HashSet<String>,
     deleted_twice: u64,
     per_second: BTreeMap<u64, u64>,
+    /// Requests on each editor's path, by the editor's label.
+    per_editor: BTreeMap<&'static str, u64>,
     /// The latest `Retry-After` window we asked for: when the 429 went out, and its end.
     quiet: Option<(Instant, Instant)>,
     inside_retry_after: u64,
@@ -84,7 +95,7 @@ struct Seen {
 pub struct StandInStats {
     pub requests: u64,
     pub sessions: usize,
-    /// Requests that did not match `DELETE /writer/officeapi/v1/sessions/<token>`.
+    /// Requests that did not match `DELETE /<editor's path>/<token>` for one of the editors.
     pub off_contract: u64,
     /// Requests that arrived inside a `Retry-After` window (after a short allowance for requests
     /// already in flight when the 429 went out).
@@ -93,6 +104,8 @@ pub struct StandInStats {
     pub deleted_twice: u64,
     pub max_per_second: u64,
     pub per_second: Vec<u64>,
+    /// Requests on each editor's session path (every editor listed, also at 0).
+    pub per_editor: BTreeMap<&'static str, u64>,
 }
 
 /// A running stand-in.
@@ -113,8 +126,14 @@ impl StandIn {
             seen: Mutex::new(Seen::default()),
             started: Instant::now(),
         });
-        let app = Router::new()
-            .route("/writer/officeapi/v1/sessions/{id}", any(delete_session))
+        let mut app = Router::new();
+        for editor in Editor::ALL {
+            app = app.route(
+                &format!("/{}/{{id}}", editor.sessions_path().join("/")),
+                any(delete_session),
+            );
+        }
+        let app = app
             .route("/__standin/stats", get(stats))
             .route("/__standin/faults", post(set_faults))
             .fallback(off_contract)
@@ -206,6 +225,10 @@ impl StandInState {
             inside_retry_after: seen.inside_retry_after,
             max_per_second: per_second.iter().copied().max().unwrap_or(0),
             per_second,
+            per_editor: Editor::ALL
+                .into_iter()
+                .map(|e| (e.label(), seen.per_editor.get(e.label()).copied().unwrap_or(0)))
+                .collect(),
         }
     }
 }
@@ -257,12 +280,23 @@ fn api_error(code: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// Which editor's route a request came in on (every route is one editor's session path).
+fn editor_of(uri: &Uri) -> Editor {
+    let first = uri.path().trim_start_matches('/').split('/').next().unwrap_or_default();
+    Editor::ALL
+        .into_iter()
+        .find(|e| e.sessions_path()[0] == first)
+        .unwrap_or(Editor::Writer)
+}
+
 async fn delete_session(
     State(state): State<Arc<StandInState>>,
     method: axum::http::Method,
+    uri: Uri,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
+    let editor = editor_of(&uri);
     let apikey = query.as_deref().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "apikey")
@@ -274,6 +308,7 @@ async fn delete_session(
         seen.total += 1;
         let second = state.started.elapsed().as_secs();
         *seen.per_second.entry(second).or_default() += 1;
+        *seen.per_editor.entry(editor.label()).or_default() += 1;
         // Requests that left the client before it read the 429 arrive just after it went out.
         let allowance = IN_FLIGHT_ALLOWANCE + state.faults.lock().expect("lock").latency();
         let now = Instant::now();
@@ -289,7 +324,7 @@ async fn delete_session(
         if state.keep_requests {
             seen.requests.push(SeenRequest {
                 method: method.to_string(),
-                path: format!("/writer/officeapi/v1/sessions/{id}"),
+                path: uri.path().to_owned(),
                 apikey: apikey.clone(),
                 at: Instant::now(),
             });
@@ -301,18 +336,22 @@ async fn delete_session(
         tokio::time::sleep(faults.latency()).await;
     }
     if method != axum::http::Method::DELETE {
-        return api_error("1838", "Invalid method");
+        return match editor {
+            Editor::Writer => api_error("1838", "Invalid method"),
+            _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+        };
     }
     match apikey {
-        None => return api_error("1837", "Mandatory parameter(s) missing"),
+        None if editor == Editor::Writer => return api_error("1837", "Mandatory parameter(s) missing"),
+        None => return api_error(editor.key_rejected_code(), "Invalid API Key"),
         Some(key) if key != *state.apikey.lock().expect("lock") => {
             // The real service's messages are not known to omit the key; echo it to prove we scrub.
-            return api_error("1846", &format!("Invalid API Key {key}"));
+            return api_error(editor.key_rejected_code(), &format!("Invalid API Key {key}"));
         }
         Some(_) => {}
     }
     if *state.quota_spent.lock().expect("lock") {
-        return api_error("1845", "API call limit exceeded");
+        return api_error(editor.quota_code(), "API call limit exceeded");
     }
     match faults.draw() {
         Some(Injected::Answer(response)) => return response,
@@ -360,6 +399,8 @@ async fn delete_session(
     }
     state.seen.lock().expect("lock").deleted.insert(id.clone());
     let body = match id.len() % 3 {
+        // The Sheet page documents a string.
+        _ if editor == Editor::Sheet => json!({"session_delete": "true"}),
         0 => json!({"session_delete": true}),
         1 => json!({"session_deleted": true}),
         _ => json!({"session_delete": "true"}),

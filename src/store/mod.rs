@@ -25,6 +25,7 @@ pub use types::{
     SessionRow, SetAside, State, StatusReport,
 };
 
+use crate::editor::Editor;
 use crate::health::Health;
 
 #[derive(Clone, Debug)]
@@ -164,9 +165,16 @@ impl Store {
         metered!(self, s => s.renew_leases(owner, ids, until))
     }
 
-    /// Inserts ids due at `now`; existing ids are left alone. Returns how many were new.
+    /// Inserts Writer session ids due at `now`; existing ids are left alone. Returns how many
+    /// were new.
     pub async fn enqueue(&self, ids: &[String], now: DateTime<Utc>) -> anyhow::Result<u64> {
-        metered!(self, s => s.enqueue(ids, now))
+        self.enqueue_editor(ids, Editor::Writer, now).await
+    }
+
+    /// Inserts session ids of `editor` due at `now`; existing ids are left alone (whatever their
+    /// editor). Returns how many were new.
+    pub async fn enqueue_editor(&self, ids: &[String], editor: Editor, now: DateTime<Utc>) -> anyhow::Result<u64> {
+        metered!(self, s => s.enqueue(ids, editor, now))
     }
 
     pub async fn status(&self, now: DateTime<Utc>, stale_after: Duration) -> anyhow::Result<StatusReport> {

@@ -7,6 +7,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 
 use super::types::{InstanceBeat, InstanceRow, SessionRow, State, StatusReport};
+use crate::editor::Editor;
 use crate::outcome::{DeletionOutcome, OutcomeCounts};
 
 /// How one backend reads the three kinds of column the tables hold.
@@ -37,9 +38,11 @@ fn int32(value: Option<i64>, column: &str) -> anyhow::Result<Option<i32>> {
 
 pub(super) fn session_row(row: &impl ReadRow) -> anyhow::Result<SessionRow> {
     let state = row.required_text("state")?;
+    let editor = row.required_text("editor")?;
     Ok(SessionRow {
         id: row.required_int("id")?,
         session_id: row.required_text("session_id")?,
+        editor: Editor::parse(&editor).with_context(|| format!("editor {editor:?} is not a known editor"))?,
         state: State::parse(&state).with_context(|| format!("state {state:?} is not a known state"))?,
         delete_after: row.time("delete_after")?,
         last_activity_at: row.time("last_activity_at")?,
@@ -81,9 +84,10 @@ pub(super) fn instance_row(row: &impl ReadRow) -> anyhow::Result<InstanceRow> {
     })
 }
 
-/// `status` from its three reads: counts per state (`state`, `n`), the summary row (`in_flight`,
-/// `last_success`) and the latest error, if any (`last_attempt_at`, `last_error`). A state the
-/// daemon does not know (the schema's CHECK forbids it) is left out rather than failing.
+/// `status` from its three reads: counts per editor and state (`editor`, `state`, `n`), the
+/// summary row (`in_flight`, `last_success`) and the latest error, if any (`last_attempt_at`,
+/// `last_error`). A state the daemon does not know (the schema's CHECK forbids it) is left out
+/// rather than failing; an unknown editor counts in the totals only.
 pub(super) fn status_report(
     counts: &[impl ReadRow],
     summary: &impl ReadRow,
@@ -98,7 +102,11 @@ pub(super) fn status_report(
     };
     for row in counts {
         if let Some(state) = row.text("state")?.as_deref().and_then(State::parse) {
-            report.counts.insert(state, row.int("n")?.unwrap_or(0));
+            let n = row.int("n")?.unwrap_or(0);
+            *report.counts.entry(state).or_default() += n;
+            if let Some(editor) = row.text("editor")?.as_deref().and_then(Editor::parse) {
+                *report.editors.entry(editor).or_default().entry(state).or_default() += n;
+            }
         }
     }
     if let Some(row) = last_error {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::editor::Editor;
 use crate::outcome::OutcomeCounts;
 
 /// States of a row, as stored in `reaper_sessions.state`.
@@ -91,6 +92,8 @@ pub struct Renewal {
 pub struct ClaimedRow {
     pub id: i64,
     pub session_id: String,
+    /// Whose session it is: where its DELETE goes and how its answer is read.
+    pub editor: Editor,
     pub attempts: i32,
     /// The row was leased by someone else whose lease ran out (a crashed or stuck worker).
     pub taken_over: bool,
@@ -157,6 +160,7 @@ impl OutcomeWrite {
 pub struct SessionRow {
     pub id: i64,
     pub session_id: String,
+    pub editor: Editor,
     pub state: State,
     pub delete_after: Option<DateTime<Utc>>,
     pub last_activity_at: Option<DateTime<Utc>>,
@@ -206,6 +210,8 @@ pub enum Requeue<'a> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StatusReport {
     pub counts: BTreeMap<State, i64>,
+    /// The same counts per editor (editors without rows are absent).
+    pub editors: BTreeMap<Editor, BTreeMap<State, i64>>,
     /// Open rows whose lease is held right now.
     pub in_flight: i64,
     /// When the earliest open row is (or was) due; in the past means a backlog.
@@ -221,6 +227,15 @@ impl StatusReport {
 
     pub fn count(&self, state: State) -> i64 {
         self.counts.get(&state).copied().unwrap_or(0)
+    }
+
+    /// Rows of `editor` in `state`.
+    pub fn editor_count(&self, editor: Editor, state: State) -> i64 {
+        self.editors
+            .get(&editor)
+            .and_then(|counts| counts.get(&state))
+            .copied()
+            .unwrap_or(0)
     }
 }
 

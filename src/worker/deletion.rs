@@ -67,7 +67,7 @@ impl Deleter {
     ))]
     pub async fn delete(&self, row: &ClaimedRow, stop: &Stop) -> (DeletionOutcome, OutcomeWrite) {
         let (outcome, write, latency) = self.attempt(row, stop).await;
-        self.metrics.deletion(outcome);
+        self.metrics.deletion_of(row.editor, outcome);
         let (http_status, api_code, error) = match &write {
             OutcomeWrite::Finish {
                 http_status,
@@ -83,6 +83,7 @@ impl Deleter {
                 tracing::$level!(
                     row_id = row.id,
                     session = %logged(&row.session_id),
+                    editor = row.editor.label(),
                     attempt = i64::from(row.attempts) + 1,
                     outcome = outcome.label(),
                     http_status,
@@ -136,7 +137,7 @@ impl Deleter {
             let started = Instant::now();
             let attempted_at = self.clock.now();
             let answer = tokio::select! {
-                answer = self.api.delete_session(&id) => answer,
+                answer = self.api.delete_editor_session(row.editor, &id) => answer,
                 _ = stop.abandon_in_flight.cancelled() => {
                     if pass == Pass::Probe { self.gate.probe_abandoned() }
                     tracing::warn!(

@@ -12,6 +12,7 @@ mod held;
 mod housekeeping;
 mod limiter;
 mod outage;
+pub mod source;
 mod writer;
 
 use std::sync::Arc;
@@ -226,6 +227,11 @@ impl Reaper {
             clock: self.clock.clone(),
         };
         let housekeeping = tokio::spawn(housekeeping.run(background.clone()));
+        // `[source]`: stale sessions read from the application's own table (daemon mode, when set).
+        let _source = (mode == RunMode::Daemon)
+            .then(|| source::SourceQuery::from_config(&self.config, self.store.clone(), self.clock.clone()))
+            .flatten()
+            .map(|s| tokio::spawn(s.run(shutdown.clone())));
 
         // Claimed rows wait in a short queue that the workers take from; the feeder tops it up a
         // whole claim at a time, so one claim serves many deletions.

@@ -26,6 +26,7 @@ fn row(session_id: &str, attempts: i32) -> ClaimedRow {
     ClaimedRow {
         id: 7,
         session_id: session_id.to_owned(),
+        editor: Default::default(),
         attempts,
         taken_over: false,
         claimed_at: tokio::time::Instant::now(),

@@ -7,6 +7,7 @@ mod client;
 mod config;
 mod deletion;
 mod e2e;
+mod editors;
 mod faults;
 mod helpers;
 mod operations;

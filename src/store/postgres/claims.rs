@@ -22,7 +22,7 @@ impl PgStore {
                 SET lease_owner = $1, lease_expires_at = $2, taken_over_from = picked.previous_owner
                FROM picked
               WHERE r.id = picked.id
-          RETURNING r.id, r.session_id, r.attempts, picked.previous_owner",
+          RETURNING r.id, r.session_id, r.editor, r.attempts, picked.previous_owner",
         )
         .bind(r.instance_id)
         .bind(r.now + chrono_duration(r.lease))
@@ -34,25 +34,47 @@ impl PgStore {
         .await
         .context("Failed to claim due sessions")?;
         // Every column read here is typed by the schema (TEXT, INTEGER) and the constraints of
-        // migration 0005, so no row can fail to decode; infinite times are never read.
+        // migrations 0005 and 0007, so no row can fail to decode; infinite times are never read.
+        // An editor this build does not know (only if the CHECK was changed by hand) is set aside.
         let claimed_at = tokio::time::Instant::now();
-        let mut rows = rows
-            .iter()
-            .map(|row| {
-                Ok(ClaimedRow {
-                    id: row.required_int("id")?,
-                    session_id: row.required_text("session_id")?,
-                    attempts: i32::try_from(row.required_int("attempts")?).unwrap_or(i32::MAX),
-                    taken_over: row.text("previous_owner")?.is_some(),
-                    claimed_at,
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        rows.sort_by_key(|row| row.id);
-        Ok(Claimed {
-            rows,
-            set_aside: Vec::new(),
-        })
+        let mut claimed = Claimed::default();
+        for row in &rows {
+            let id = row.required_int("id")?;
+            let editor = row.required_text("editor")?;
+            let Some(known) = Editor::parse(&editor) else {
+                let shown: String = editor.chars().take(40).collect();
+                claimed.set_aside.push(SetAside {
+                    id,
+                    problem: format!("editor = {shown:?} is not one of writer, sheet, show, pdf"),
+                });
+                continue;
+            };
+            claimed.rows.push(ClaimedRow {
+                id,
+                session_id: row.required_text("session_id")?,
+                editor: known,
+                attempts: i32::try_from(row.required_int("attempts")?).unwrap_or(i32::MAX),
+                taken_over: row.text("previous_owner")?.is_some(),
+                claimed_at,
+            });
+        }
+        for aside in &claimed.set_aside {
+            sqlx::query(
+                "UPDATE reaper_sessions
+                    SET state = 'invalid', last_error = $2, finished_at = $3, attempts = 0,
+                        lease_owner = NULL, lease_expires_at = NULL
+                  WHERE id = $1 AND lease_owner = $4",
+            )
+            .bind(aside.id)
+            .bind(format!("set aside: {}", aside.problem))
+            .bind(r.now)
+            .bind(r.instance_id)
+            .execute(&self.claims)
+            .await
+            .context("Failed to set aside an unreadable row")?;
+        }
+        claimed.rows.sort_by_key(|row| row.id);
+        Ok(claimed)
     }
 
     /// Reads only; no lock (a row the application holds locked is read as last committed).

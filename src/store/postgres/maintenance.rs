@@ -3,14 +3,15 @@
 use super::*;
 
 impl PgStore {
-    pub async fn enqueue(&self, ids: &[String], now: DateTime<Utc>) -> anyhow::Result<u64> {
+    pub async fn enqueue(&self, ids: &[String], editor: Editor, now: DateTime<Utc>) -> anyhow::Result<u64> {
         let done = sqlx::query(
-            "INSERT INTO reaper_sessions (session_id, delete_after)
-             SELECT id, $2 FROM UNNEST($1::text[]) AS ids(id)
+            "INSERT INTO reaper_sessions (session_id, delete_after, editor)
+             SELECT id, $2, $3 FROM UNNEST($1::text[]) AS ids(id)
              ON CONFLICT (session_id) DO NOTHING",
         )
         .bind(ids)
         .bind(now)
+        .bind(editor.label())
         .execute(&self.pool)
         .await
         .context("Failed to insert session ids")?;

@@ -21,11 +21,12 @@ use sqlx::{PgPool, Row};
 
 use super::rows::{self, ReadRow};
 use super::types::{self as types};
-use super::types::{Claimed, Renewal};
+use super::types::{Claimed, Renewal, SetAside};
 use super::{
     ClaimRequest, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Requeue, SessionRow, StatusReport,
     chrono_duration,
 };
+use crate::editor::Editor;
 
 /// The two outcome writers, heartbeat, housekeeping and spares (claims have their own pool).
 const MAX_CONNECTIONS: u32 = 6;

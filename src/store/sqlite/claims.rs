@@ -23,7 +23,8 @@ impl SqliteStore {
                         id, hex(session_id), typeof(session_id),
                         CASE WHEN typeof(attempts) = 'integer' AND attempts BETWEEN 0 AND 2147483647
                              THEN attempts END,
-                        substr(quote(attempts), 1, 40), lease_owner IS NOT NULL))
+                        substr(quote(attempts), 1, 40), lease_owner IS NOT NULL,
+                        CASE WHEN typeof(editor) = 'text' THEN editor END, substr(quote(editor), 1, 40)))
                FROM reaper_sessions
               WHERE id IN (
                     -- Free rows, through the index of rows nobody holds.
@@ -54,24 +55,28 @@ impl SqliteStore {
         .fetch_one(&mut *tx)
         .await
         .context("Failed to pick due sessions")?;
-        type Picked = (i64, String, String, Option<i32>, String, i64);
+        type Picked = (i64, String, String, Option<i32>, String, i64, Option<String>, String);
         let picked: Vec<Picked> = serde_json::from_str(&picked).context("Failed to read the picked sessions")?;
         let claimed_at = tokio::time::Instant::now();
         let mut claimed = Claimed::default();
-        for (id, hex, kind, attempts, attempts_quoted, leased) in picked {
+        for (id, hex, kind, attempts, attempts_quoted, leased, editor, editor_quoted) in picked {
             let session_id = (kind == "text")
                 .then(|| from_hex(&hex))
                 .flatten()
                 .and_then(|bytes| String::from_utf8(bytes).ok());
-            match (session_id, attempts) {
-                (Some(session_id), Some(attempts)) => claimed.rows.push(ClaimedRow {
+            // The CHECK of migration 0006 refuses other editors; a row written around it (or a
+            // value in a text encoding the daemon cannot read) is set aside like the rest.
+            let editor = editor.as_deref().and_then(Editor::parse);
+            match (session_id, attempts, editor) {
+                (Some(session_id), Some(attempts), Some(editor)) => claimed.rows.push(ClaimedRow {
                     id,
                     session_id,
+                    editor,
                     attempts,
                     taken_over: leased != 0,
                     claimed_at,
                 }),
-                (None, _) => claimed.set_aside.push(SetAside {
+                (None, _, _) => claimed.set_aside.push(SetAside {
                     id,
                     problem: if kind == "text" {
                         "session_id is not valid UTF-8 text".to_owned()
@@ -79,9 +84,13 @@ impl SqliteStore {
                         format!("session_id is {kind}, not text")
                     },
                 }),
-                (_, None) => claimed.set_aside.push(SetAside {
+                (_, None, _) => claimed.set_aside.push(SetAside {
                     id,
                     problem: format!("attempts = {attempts_quoted} is not an integer from 0 to 2147483647"),
+                }),
+                (_, _, None) => claimed.set_aside.push(SetAside {
+                    id,
+                    problem: format!("editor = {editor_quoted} is not one of writer, sheet, show, pdf"),
                 }),
             }
         }

@@ -3,7 +3,7 @@
 use super::*;
 
 impl SqliteStore {
-    pub async fn enqueue(&self, ids: &[String], now: DateTime<Utc>) -> anyhow::Result<u64> {
+    pub async fn enqueue(&self, ids: &[String], editor: Editor, now: DateTime<Utc>) -> anyhow::Result<u64> {
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
@@ -11,9 +11,9 @@ impl SqliteStore {
             .context("Failed to begin an enqueue")?;
         let mut inserted = 0;
         for chunk in ids.chunks(ENQUEUE_CHUNK) {
-            let mut insert = QueryBuilder::new("INSERT INTO reaper_sessions (session_id, delete_after) ");
+            let mut insert = QueryBuilder::new("INSERT INTO reaper_sessions (session_id, delete_after, editor) ");
             insert.push_values(chunk, |mut row, id| {
-                row.push_bind(id.as_str()).push_bind(ms(now));
+                row.push_bind(id.as_str()).push_bind(ms(now)).push_bind(editor.label());
             });
             insert.push(" ON CONFLICT (session_id) DO NOTHING");
             let done = insert

@@ -4,7 +4,7 @@ use super::*;
 
 impl SqliteStore {
     pub async fn status(&self, now: DateTime<Utc>, stale_after: Duration) -> anyhow::Result<StatusReport> {
-        let counts = sqlx::query("SELECT state, COUNT(*) AS n FROM reaper_sessions GROUP BY state")
+        let counts = sqlx::query("SELECT editor, state, COUNT(*) AS n FROM reaper_sessions GROUP BY editor, state")
             .fetch_all(&self.pool)
             .await
             .context("Failed to count sessions")?;
