@@ -13,8 +13,10 @@ impl SqliteStore {
                (SELECT COUNT(*) FROM reaper_sessions
                  WHERE lease_owner IS NOT NULL AND lease_expires_at > ?1
                    AND state IN ('pending', 'retrying')) AS in_flight,
-               (SELECT MAX(finished_at) FROM reaper_sessions
-                 WHERE state IN ('deleted', 'gone')) AS last_success",
+               -- The newest entry of the finished_at index, not a scan of every final row.
+               (SELECT finished_at FROM reaper_sessions
+                 WHERE finished_at IS NOT NULL AND state IN ('deleted', 'gone')
+                 ORDER BY finished_at DESC LIMIT 1) AS last_success",
         )
         .bind(ms(now))
         .fetch_one(&self.pool)
