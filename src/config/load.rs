@@ -12,12 +12,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use figment::providers::{Format, Toml};
-use figment::value::{Dict, Map, Value};
-use figment::{Figment, Metadata, Profile, Provider, Source};
+use figment::value::{Dict, Value};
+use figment::{Figment, Profile, Source};
 use reqwest::Url;
 use secrecy::SecretString;
 
 use super::defaults::*;
+use super::env::{EnvVars, is_config_variable};
 use super::values::*;
 use super::*;
 
@@ -71,13 +72,6 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
     reader.read_all(sources)
 }
 
-/// Whether a variable's name has the shape of configuration, `SESSION_REAPER_<SECTION>__<KEY>`
-/// (then a misspelt key is an error); other `SESSION_REAPER_*` names belong to something else.
-fn is_config_variable(name: &str) -> bool {
-    name.strip_prefix(ENV_PREFIX)
-        .is_some_and(|key| key.split("__").count() >= 2 && key.split("__").all(|part| !part.is_empty()))
-}
-
 /// One warning line for each `SESSION_REAPER_*` variable that is not configuration and that
 /// nothing else reads (`SESSION_REAPER_APIKEY` was probably meant as `SESSION_REAPER_API__APIKEY`).
 pub fn ignored_variables(env: &[(String, String)]) -> Vec<String> {
@@ -104,42 +98,6 @@ pub fn ignored_variables(env: &[(String, String)]) -> Vec<String> {
             format!("ignoring {name}: configuration variables are {ENV_PREFIX}<SECTION>__<KEY>{hint}")
         })
         .collect()
-}
-
-/// `SESSION_REAPER_A__B=v` variables from an explicit list (figment's `Env` reads only the
-/// process environment, and tests pass their own). Values stay strings: an apikey of digits
-/// must not turn into a number. Names of another shape are not configuration and are skipped.
-struct EnvVars<'a>(&'a [(String, String)]);
-
-impl Provider for EnvVars<'_> {
-    fn metadata(&self) -> Metadata {
-        Metadata::named("environment")
-            .interpolater(|_profile, keys| format!("{ENV_PREFIX}{}", keys.join("__").to_uppercase()))
-    }
-
-    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        let mut root = Dict::new();
-        for (name, value) in self.0 {
-            let Some(key) = name.strip_prefix(ENV_PREFIX).filter(|_| is_config_variable(name)) else {
-                continue;
-            };
-            let mut parts: Vec<String> = key.split("__").map(str::to_lowercase).collect();
-            let Some(leaf) = parts.pop() else { continue };
-            let mut dict = &mut root;
-            for part in parts {
-                let entry = dict.entry(part).or_insert_with(|| Value::from(Dict::new()));
-                if !matches!(entry, Value::Dict(..)) {
-                    *entry = Value::from(Dict::new());
-                }
-                let Value::Dict(_, inner) = entry else {
-                    unreachable!("made a dict above")
-                };
-                dict = inner;
-            }
-            dict.insert(leaf, Value::from(value.clone()));
-        }
-        Ok(Profile::Default.collect(root))
-    }
 }
 
 struct Reader {

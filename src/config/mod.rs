@@ -2,6 +2,7 @@
 //! as a secret. Loading, layering and validation live in [`load`].
 
 mod defaults;
+mod env;
 mod load;
 mod values;
 

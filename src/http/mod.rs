@@ -5,6 +5,7 @@
 
 mod chart;
 mod page;
+mod render;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -17,7 +17,6 @@
 //! and the pauses counted since start per reason. When a 429 or quota pause ends is known only to
 //! the work loop's gate, which this listener cannot reach.
 
-use std::fmt::Write;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -31,57 +30,58 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::outcome::AnswerClass;
-use crate::store::{ErrorGroup, FinishedPerMinute, InstanceRow, RecentErrors, State as RowState, StatusReport, Store};
+use crate::store::{FinishedPerMinute, InstanceRow, RecentErrors, StatusReport, Store};
 
 /// The browser reloads the page this often (`<meta http-equiv="refresh">`).
 pub const REFRESH_SECONDS: u32 = 10;
 /// Minutes in the chart (the last hour, the current minute last).
-const CHART_MINUTES: usize = 60;
+pub(super) const CHART_MINUTES: usize = 60;
 /// How far back the error table looks (by `last_attempt_at`).
-const ERROR_WINDOW: Duration = Duration::from_secs(24 * 3600);
+pub(super) const ERROR_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// At most this many of the newest error rows are grouped (the read stays bounded).
-const ERROR_SCAN: u32 = 10_000;
+pub(super) const ERROR_SCAN: u32 = 10_000;
 /// Error texts shown.
-const ERROR_GROUPS: u32 = 10;
+pub(super) const ERROR_GROUPS: u32 = 10;
 /// Characters of a session id the page shows.
-const SHOWN_ID_CHARS: usize = 8;
+pub(super) const SHOWN_ID_CHARS: usize = 8;
 /// A run of id characters at least this long, with letters and digits, is taken for a session
 /// id in an error text and cut to its prefix.
-const ID_LIKE_LEN: usize = 20;
+pub(super) const ID_LIKE_LEN: usize = 20;
 /// Answers to both paths: the browser must not keep an old status; no script may run.
-const SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'";
+pub(super) const SECURITY_POLICY: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'";
 
 /// What the page reads from: its own read-only store, this process's metrics and health, and
 /// the configured budget.
 pub struct Page {
-    database_url: String,
-    store: OnceLock<Result<Store, String>>,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    rate_per_second: u32,
-    burst: u32,
-    lease: Duration,
-    stale_after: Duration,
-    key_pause: Duration,
-    quota_pause: Duration,
-    host: String,
-    pid: u32,
+    pub(super) database_url: String,
+    pub(super) store: OnceLock<Result<Store, String>>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) health: Arc<Health>,
+    pub(super) rate_per_second: u32,
+    pub(super) burst: u32,
+    pub(super) lease: Duration,
+    pub(super) stale_after: Duration,
+    pub(super) key_pause: Duration,
+    pub(super) quota_pause: Duration,
+    pub(super) host: String,
+    pub(super) pid: u32,
 }
 
 /// Everything one view shows, read at one moment.
-struct Facts {
-    now: DateTime<Utc>,
-    report: StatusReport,
-    instances: Vec<InstanceRow>,
-    minutes: FinishedPerMinute,
-    errors: RecentErrors,
+pub(super) struct Facts {
+    pub(super) now: DateTime<Utc>,
+    pub(super) report: StatusReport,
+    pub(super) instances: Vec<InstanceRow>,
+    pub(super) minutes: FinishedPerMinute,
+    pub(super) errors: RecentErrors,
     /// This process's share of the budget (`session_reaper_rate_limit_per_second`).
-    rate_limit: Option<f64>,
-    live_instances: Option<f64>,
+    pub(super) rate_limit: Option<f64>,
+    pub(super) live_instances: Option<f64>,
     /// Pauses since this process started, by reason (`session_reaper_pauses_total`).
-    pauses: Vec<(&'static str, f64)>,
-    not_ready: Option<&'static str>,
-    since_tick: Duration,
+    pub(super) pauses: Vec<(&'static str, f64)>,
+    pub(super) not_ready: Option<&'static str>,
+    pub(super) since_tick: Duration,
 }
 
 impl Page {
@@ -185,7 +185,7 @@ pub async fn json(State(page): State<Arc<Page>>) -> Response {
         .into_response()
 }
 
-fn to_json(page: &Page, facts: &Facts) -> Value {
+pub(super) fn to_json(page: &Page, facts: &Facts) -> Value {
     let mut json = crate::commands::status::to_json(&facts.report);
     json["instances"] = facts.instances.iter().map(instance_json).collect();
     let known = known_ids(&facts.errors);
@@ -226,7 +226,7 @@ fn to_json(page: &Page, facts: &Facts) -> Value {
 }
 
 /// One instance as `status --json` prints it.
-fn instance_json(instance: &InstanceRow) -> Value {
+pub(super) fn instance_json(instance: &InstanceRow) -> Value {
     let beat = &instance.beat;
     let mut json = json!({
         "instance_id": beat.instance_id, "host": beat.host, "pid": beat.pid, "version": beat.version,
@@ -241,7 +241,7 @@ fn instance_json(instance: &InstanceRow) -> Value {
 
 /// The value of the sample `series` (name and labels exactly as rendered) in a Prometheus text
 /// exposition.
-fn metric_value(exposition: &str, series: &str) -> Option<f64> {
+pub(super) fn metric_value(exposition: &str, series: &str) -> Option<f64> {
     exposition.lines().find_map(|line| {
         let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
         rest.split_whitespace().next()?.parse().ok()
@@ -280,411 +280,8 @@ pub(super) fn thousands(n: i64) -> String {
     out
 }
 
-/// What the page shows of a session id: at most 8 characters, and never more than half of it,
-/// then an ellipsis.
-pub fn session_id_prefix(session_id: &str) -> String {
-    let shown = SHOWN_ID_CHARS.min(session_id.chars().count() / 2);
-    format!("{}…", session_id.chars().take(shown).collect::<String>())
-}
-
-/// The sample session ids of the error groups, whole, as `redact` needs them.
-fn known_ids(errors: &RecentErrors) -> Vec<&str> {
-    errors
-        .groups
-        .iter()
-        .map(|group| group.sample_session_id.as_str())
-        .filter(|id| !id.is_empty())
-        .collect()
-}
-
-/// `error` with every session id cut to its prefix: the `known` ones (as written and as the
-/// daemon's messages escape them), then any run of id characters long enough, with letters and
-/// digits, to be one.
-pub fn redact(error: &str, known: &[&str]) -> String {
-    let mut text = error.to_owned();
-    for id in known {
-        for form in [id.to_string(), id.escape_default().to_string()] {
-            if !form.is_empty() && text.contains(&form) {
-                text = text.replace(&form, &session_id_prefix(id));
-            }
-        }
-    }
-    let is_id_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    let mut out = String::with_capacity(text.len());
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        let id_like = run.len() >= ID_LIKE_LEN
-            && run.chars().any(|c| c.is_ascii_digit())
-            && run.chars().any(|c| c.is_ascii_alphabetic());
-        if id_like {
-            out.push_str(&session_id_prefix(run));
-        } else {
-            out.push_str(run);
-        }
-        run.clear();
-    };
-    for c in text.chars() {
-        if is_id_char(c) {
-            run.push(c);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut run, &mut out);
-    out
-}
-
-/// "12 s ago", "3 min ago", "2 h ago", "5 d ago" (or "in 4 s" for a time ahead).
-fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
-    let seconds = (now - then).num_seconds();
-    let (ahead, s) = (seconds < 0, seconds.unsigned_abs());
-    let span = match s {
-        0..120 => format!("{s} s"),
-        120..7200 => format!("{} min", s / 60),
-        7200..172_800 => format!("{} h", s / 3600),
-        _ => format!("{} d", s / 86_400),
-    };
-    if ahead {
-        format!("in {span}")
-    } else {
-        format!("{span} ago")
-    }
-}
-
-/// A duration in words: "45 s", "12 min", "3.5 h".
-fn span(seconds: f64) -> String {
-    if seconds < 120.0 && seconds.fract() == 0.0 {
-        format!("{seconds:.0} s")
-    } else if seconds < 120.0 {
-        format!("{seconds:.1} s")
-    } else if seconds < 7200.0 {
-        format!("{:.0} min", seconds / 60.0)
-    } else {
-        format!("{:.1} h", seconds / 3600.0)
-    }
-}
-
-/// A time with its age (the date only when it is not today), the exact value in the tooltip.
-fn when(now: DateTime<Utc>, at: DateTime<Utc>) -> String {
-    let format = if at.date_naive() == now.date_naive() {
-        "%H:%M:%S UTC"
-    } else {
-        "%Y-%m-%d %H:%M UTC"
-    };
-    format!(
-        r#"<time datetime="{iso}" title="{iso}">{shown}</time> <span class="muted age">({age})</span>"#,
-        iso = escape(&at.to_rfc3339()),
-        shown = at.format(format),
-        age = age(now, at),
-    )
-}
-
-const STYLE: &str = r#"
-:root { color-scheme: light; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
-       background: #f3f4f7; color: #1d2330; }
-header { background: #1e293b; color: #f8fafc; padding: 14px 24px; display: flex; flex-wrap: wrap;
-         align-items: baseline; gap: 6px 18px; }
-header h1 { font-size: 18px; margin: 0; font-weight: 600; }
-header .meta { color: #cbd5e1; font-size: 13px; }
-header .pill { margin-left: auto; }
-main { padding: 14px 24px 20px; display: grid; gap: 14px; grid-template-columns: repeat(3, minmax(0, 1fr)); }
-section { background: #fff; border: 1px solid #dde1e8; border-radius: 8px; padding: 10px 16px 12px; min-width: 0; }
-section.wide { grid-column: 1 / -1; }
-h2 { font-size: 12px; text-transform: uppercase; letter-spacing: .06em; color: #5b6474; margin: 0 0 8px; font-weight: 600; }
-table { border-collapse: collapse; width: 100%; }
-th, td { padding: 4px 8px; border-bottom: 1px solid #eef0f4; text-align: left; vertical-align: top; }
-th { font-size: 12px; color: #5b6474; font-weight: 600; }
-tr:last-child td { border-bottom: none; }
-.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.muted { color: #6b7280; }
-.small { font-size: 12px; }
-.dot { display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin-right: 8px; vertical-align: -1px; }
-.s-pending { background: #94a3b8; } .s-retrying { background: #f59e0b; } .s-deleted { background: #16a34a; }
-.s-gone { background: #0ea5e9; } .s-failed { background: #dc2626; } .s-invalid { background: #7c3aed; }
-time, .age { white-space: nowrap; }
-.pill { white-space: nowrap; display: inline-block; border-radius: 999px; padding: 1px 10px; font-size: 12px; font-weight: 600; }
-.ok { background: #dcfce7; color: #14532d; } .warn { background: #fef3c7; color: #78350f; } .bad { background: #fee2e2; color: #7f1d1d; }
-.mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; }
-.error-text { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; word-break: break-word; white-space: pre-wrap; }
-.total td { font-weight: 600; border-top: 1px solid #dde1e8; }
-.chart { display: block; margin-top: 4px; }
-.chart .bar { fill: #16a34a; } .chart .bar:hover { fill: #15803d; }
-.chart .grid { stroke: #eef0f4; } .chart .axis { stroke: #9ca3af; }
-.chart text { font-size: 11px; fill: #6b7280; }
-dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 14px; margin: 0; }
-dt { color: #5b6474; } dd { margin: 0; }
-footer { padding: 0 24px 20px; color: #6b7280; font-size: 12px; }
-"#;
-
-fn head(out: &mut String, title: &str) {
-    let _ = write!(
-        out,
-        r#"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="{REFRESH_SECONDS}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>{STYLE}</style></head><body>
-"#,
-        title = escape(title)
-    );
-}
-
-fn render_error(page: &Page, error: &anyhow::Error) -> String {
-    let mut out = String::new();
-    head(&mut out, "session-reaper: database unavailable");
-    let _ = write!(
-        out,
-        r#"<header><h1>session-reaper</h1><span class="meta">{host} · pid {pid}</span><span class="pill bad">database unavailable</span></header>
-<main><section class="wide"><h2>The status could not be read</h2><p class="error-text" id="page-error">{error}</p>
-<p class="muted">The page tries again at its next refresh ({REFRESH_SECONDS} s). <a href="/readyz">/readyz</a> says whether the work loop reaches the database.</p></section></main>
-</body></html>
-"#,
-        host = escape(&page.host),
-        pid = page.pid,
-        error = escape(&redact(&format!("{error:#}"), &[])),
-    );
-    out
-}
-
-fn render(page: &Page, facts: &Facts) -> String {
-    let now = facts.now;
-    let report = &facts.report;
-    let mut out = String::with_capacity(32 * 1024);
-    head(&mut out, &format!("session-reaper on {}", page.host));
-    let (pill, state) = match (facts.not_ready, facts.since_tick > super::LIVENESS_LIMIT) {
-        (_, true) => ("bad", format!("work loop silent for {} s", facts.since_tick.as_secs())),
-        (Some(why), false) => ("bad", format!("not ready: {why}")),
-        (None, false) => ("ok", "ready".to_owned()),
-    };
-    let _ = write!(
-        out,
-        r#"<header><h1>session-reaper</h1><span class="meta">{host} · pid {pid} · v{version} · {at} · refreshes every {REFRESH_SECONDS} s · <a href="/status.json" style="color:#cbd5e1">status.json</a></span><span class="pill {pill}" id="readiness">{state}</span></header>
-<main>
-"#,
-        host = escape(&page.host),
-        pid = page.pid,
-        version = escape(env!("CARGO_PKG_VERSION")),
-        at = now.format("%Y-%m-%d %H:%M:%S UTC"),
-        state = escape(&state),
-    );
-
-    // Counts per state.
-    out.push_str(r#"<section id="states"><h2>Sessions by state</h2><table><tbody>"#);
-    let mut total = 0;
-    for state in RowState::ALL {
-        let n = report.count(state);
-        total += n;
-        let _ = write!(
-            out,
-            r#"<tr><td><span class="dot s-{name}"></span>{name}{final_}</td><td class="num" data-state="{name}" data-value="{n}">{shown}</td></tr>"#,
-            name = state.as_str(),
-            final_ = if state.is_terminal() {
-                ""
-            } else {
-                r#" <span class="muted small">open</span>"#
-            },
-            shown = thousands(n),
-        );
-    }
-    let _ = write!(
-        out,
-        r#"<tr class="total"><td>all rows</td><td class="num" data-key="total" data-value="{total}">{shown}</td></tr></tbody></table></section>"#,
-        shown = thousands(total),
-    );
-
-    // Now: in flight, backlog, last success and error.
-    let oldest = report
-        .earliest_due
-        .map(|due| (now - due).num_milliseconds() as f64 / 1000.0)
-        .filter(|age| *age >= 0.0);
-    out.push_str(r#"<section id="now"><h2>Right now</h2><dl>"#);
-    let _ = write!(
-        out,
-        r#"<dt>in flight</dt><dd class="num" style="text-align:left" data-key="in_flight" data-value="{n}">{shown}</dd>"#,
-        n = report.in_flight,
-        shown = thousands(report.in_flight),
-    );
-    let _ = write!(
-        out,
-        r#"<dt>open rows</dt><dd data-key="open" data-value="{n}">{shown}</dd>"#,
-        n = report.open(),
-        shown = thousands(report.open()),
-    );
-    let _ = write!(
-        out,
-        r#"<dt>oldest due</dt><dd data-key="oldest_due_age_seconds" data-value="{raw}">{shown}</dd>"#,
-        raw = oldest.map_or(String::new(), |s| format!("{s:.3}")),
-        shown = oldest.map_or("nothing due".to_owned(), |s| format!("waiting {}", span(s))),
-    );
-    let _ = write!(
-        out,
-        r#"<dt>last success</dt><dd data-key="last_success">{}</dd>"#,
-        report.last_success.map_or("never".to_owned(), |t| when(now, t)),
-    );
-    let known = known_ids(&facts.errors);
-    match &report.last_error {
-        Some((at, error)) => {
-            let _ = write!(
-                out,
-                r#"<dt>last error</dt><dd data-key="last_error_at">{}</dd><dt></dt><dd class="error-text" data-key="last_error">{}</dd>"#,
-                when(now, *at),
-                escape(&redact(error, &known)),
-            );
-        }
-        None => out.push_str(r#"<dt>last error</dt><dd data-key="last_error_at">none</dd>"#),
-    }
-    out.push_str("</dl></section>");
-
-    // Budget and pauses.
-    out.push_str(r#"<section id="budget"><h2>Budget and pauses</h2><dl>"#);
-    let _ = write!(
-        out,
-        r#"<dt>budget</dt><dd><span data-key="rate_per_second">{}</span>/s, burst <span data-key="burst">{}</span> <span class="muted small">(all replicas)</span></dd>"#,
-        thousands(i64::from(page.rate_per_second)),
-        thousands(i64::from(page.burst)),
-    );
-    let _ = write!(
-        out,
-        r#"<dt>this process</dt><dd><span data-key="this_process_rate_limit">{}</span>/s <span class="muted small">(its share, {} live)</span></dd>"#,
-        facts.rate_limit.map_or("–".to_owned(), |r| format!("{r:.0}")),
-        facts.live_instances.map_or("–".to_owned(), |n| format!("{n:.0}")),
-    );
-    let pause = if facts.not_ready == Some("the API rejected the apikey") {
-        format!(
-            r#"<span class="pill bad">paused: the API rejected the apikey</span> <span class="muted small">one probe every {} until it is accepted</span>"#,
-            span(page.key_pause.as_secs_f64())
-        )
-    } else {
-        r#"<span class="pill ok">no key pause</span>"#.to_owned()
-    };
-    let _ = write!(out, r#"<dt>pause</dt><dd id="pause">{pause}</dd>"#);
-    out.push_str(r#"<dt>pauses since start</dt><dd>"#);
-    for (i, (reason, n)) in facts.pauses.iter().enumerate() {
-        let _ = write!(
-            out,
-            r#"{sep}{reason} <b data-pauses="{reason}">{n:.0}</b>"#,
-            sep = if i > 0 { " · " } else { "" },
-            reason = escape(reason),
-        );
-    }
-    let _ = write!(
-        out,
-        r#"<div class="muted small">A 429 pauses for its Retry-After, a spent quota for {}, a rejected key for {}; the end of a running 429 or quota pause is in the log only.</div></dd>"#,
-        span(page.quota_pause.as_secs_f64()),
-        span(page.key_pause.as_secs_f64()),
-    );
-    out.push_str("</dl></section>");
-
-    // The chart.
-    let minutes = &facts.minutes;
-    let peak = minutes.counts.iter().copied().max().unwrap_or(0);
-    let _ = write!(
-        out,
-        r#"<section class="wide" id="per-minute"><h2>Rows finished per minute, last hour</h2><div class="small muted"><b data-key="finished_last_hour" data-value="{total}">{total_shown}</b> rows reached a final state (deleted, gone, failed, invalid) since {since}; busiest minute {peak_shown}.</div>{svg}</section>"#,
-        total = minutes.total(),
-        total_shown = thousands(minutes.total()),
-        since = minutes.start.format("%H:%M UTC"),
-        peak_shown = thousands(peak),
-        svg = super::chart::per_minute(minutes.start, &minutes.counts),
-    );
-
-    // Instances.
-    let _ = write!(
-        out,
-        r#"<section class="wide" id="instances"><h2>Instances (<span data-key="instances" data-value="{n}">{n}</span>)</h2>"#,
-        n = facts.instances.len(),
-    );
-    if facts.instances.is_empty() {
-        out.push_str(r#"<p class="muted">No instance has beaten yet.</p>"#);
-    } else {
-        out.push_str(
-            r#"<table><thead><tr><th>instance</th><th>host</th><th class="num">pid</th><th>version</th><th>started</th><th>last heartbeat</th><th class="num">in flight</th><th class="num">rate/s</th><th class="num">deleted</th><th class="num">gone</th><th class="num">failed</th><th class="num">invalid</th><th class="num">retries</th></tr></thead><tbody>"#,
-        );
-        let lease = crate::store::chrono_duration(page.lease);
-        for instance in &facts.instances {
-            let beat = &instance.beat;
-            let this = beat.host == page.host && u32::try_from(beat.pid).ok() == Some(page.pid);
-            let fresh = now - instance.heartbeat_at <= lease;
-            let _ = write!(
-                out,
-                r#"<tr data-instance="{id}"><td class="mono">{id}</td><td>{host}{this}</td><td class="num">{pid}</td><td>{version}</td><td class="small">{started}</td><td class="small">{beat_at} {stale}</td><td class="num">{in_flight}</td><td class="num">{rate}</td><td class="num">{deleted}</td><td class="num">{gone}</td><td class="num">{failed}</td><td class="num">{invalid}</td><td class="num">{retries}</td></tr>"#,
-                id = escape(&beat.instance_id),
-                this = if this {
-                    r#" <span class="pill ok">this process</span>"#
-                } else {
-                    ""
-                },
-                host = escape(&beat.host),
-                pid = beat.pid,
-                version = escape(&beat.version),
-                started = when(now, beat.started_at),
-                beat_at = when(now, instance.heartbeat_at),
-                stale = if fresh {
-                    ""
-                } else {
-                    r#"<span class="pill warn">silent</span>"#
-                },
-                in_flight = thousands(i64::from(beat.in_flight)),
-                rate = thousands(i64::from(beat.rate_limit)),
-                deleted = thousands(beat.counts.deleted),
-                gone = thousands(beat.counts.gone),
-                failed = thousands(beat.counts.failed),
-                invalid = thousands(beat.counts.invalid),
-                retries = thousands(beat.counts.retry_scheduled),
-            );
-        }
-        out.push_str("</tbody></table>");
-    }
-    out.push_str("</section>");
-
-    // Errors.
-    let errors = &facts.errors;
-    let _ = write!(
-        out,
-        r#"<section class="wide" id="errors"><h2>Most common errors, last 24 h</h2><div class="small muted">{} distinct (error, state) among the newest <span data-key="errors_scanned" data-value="{}">{}</span> rows with an error (at most {}), by last attempt.</div>"#,
-        thousands(errors.distinct),
-        errors.scanned,
-        thousands(errors.scanned),
-        thousands(i64::from(ERROR_SCAN)),
-    );
-    if errors.groups.is_empty() {
-        out.push_str(r#"<p class="muted">No errors in the last 24 hours.</p>"#);
-    } else {
-        out.push_str(
-            r#"<table><thead><tr><th class="num">rows</th><th>error</th><th>state now</th><th>latest</th><th>sample row</th></tr></thead><tbody>"#,
-        );
-        for group in &errors.groups {
-            error_row(&mut out, now, group, &known);
-        }
-        out.push_str("</tbody></table>");
-    }
-    out.push_str("</section></main>\n");
-    let _ = write!(
-        out,
-        r#"<footer>Read from the database at each view (nothing runs when nobody looks). The same data: <a href="/status.json">/status.json</a>; the metrics: <a href="/metrics">/metrics</a>.</footer>
-</body></html>
-"#
-    );
-    out
-}
-
-fn error_row(out: &mut String, now: DateTime<Utc>, group: &ErrorGroup, known: &[&str]) {
-    let _ = write!(
-        out,
-        r#"<tr class="error-group"><td class="num" data-value="{n}">{shown}</td><td class="error-text">{error}</td><td class="small"><span class="dot s-{state}"></span>{state}</td><td class="small">{latest}</td><td class="small">row {id} <span class="muted">({prefix})</span></td></tr>"#,
-        n = group.count,
-        state = escape(&group.state),
-        shown = thousands(group.count),
-        error = escape(&redact(&group.error, known)),
-        latest = when(now, group.latest_at),
-        id = group.sample_id,
-        prefix = escape(&session_id_prefix(&group.sample_session_id)),
-    );
-}
+use super::render::*;
+pub use super::render::{redact, session_id_prefix};
 
 #[cfg(test)]
 mod tests {

@@ -26,6 +26,7 @@
 //! `GET /__standin/stats` reports counts, the busiest second, repeats and `Retry-After` breaches.
 
 mod faults;
+mod scenario;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -46,6 +47,7 @@ pub use faults::Faults;
 
 use crate::editor::Editor;
 use faults::Injected;
+use scenario::scenario;
 
 /// Requests arriving this soon after a 429 went out were already on their way.
 const IN_FLIGHT_ALLOWANCE: Duration = Duration::from_millis(150);
@@ -258,20 +260,6 @@ async fn off_contract(State(state): State<Arc<StandInState>>, request: axum::ext
     (StatusCode::NOT_FOUND, "<html><body>404 Not Found</body></html>").into_response()
 }
 
-/// The scenario a session id asks for, and how many requests it fails before it succeeds.
-fn scenario(id: &str) -> (&str, u32) {
-    // Only `name-...` or `nameN-...` select a scenario; a plain hex id that happens to start
-    // with letters like "bad" must not.
-    let Some((prefix, _)) = id.split_once('-') else {
-        return ("", 0);
-    };
-    let name = prefix.trim_end_matches(|c: char| c.is_ascii_digit());
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase()) {
-        return ("", 0);
-    }
-    (name, prefix[name.len()..].parse().unwrap_or(0))
-}
-
 fn api_error(code: &str, message: &str) -> Response {
     (
         StatusCode::BAD_REQUEST,
@@ -406,18 +394,4 @@ async fn delete_session(
         _ => json!({"session_delete": "true"}),
     };
     axum::Json(body).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::scenario;
-
-    #[test]
-    fn only_a_dashed_prefix_selects_a_scenario() {
-        assert_eq!(scenario("flaky2-abc"), ("flaky", 2));
-        assert_eq!(scenario("gone-1"), ("gone", 0));
-        assert_eq!(scenario("bad3f00d"), ("", 0));
-        assert_eq!(scenario("d26aa7b8029bf4f8d34c7dd0013"), ("", 0));
-        assert_eq!(scenario("ABC-1"), ("", 0));
-    }
 }
