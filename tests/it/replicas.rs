@@ -128,14 +128,16 @@ async fn replicas_share_one_rate_budget() {
     env.push(("SESSION_REAPER_WORKER__RATE_PER_SECOND".into(), budget.to_string()));
     env.push(("SESSION_REAPER_WORKER__BURST".into(), burst.to_string()));
     env.push(("SESSION_REAPER_WORKER__LEASE".into(), "3s".into()));
-    // Rows become due once all three replicas have announced themselves.
+    // Rows become due once all three replicas have announced themselves (the share scheme
+    // runs over budget while a replica's first heartbeat is unseen: issue "The cluster as one
+    // API client"); on a loaded machine three start-ups take several seconds.
     let ids: Vec<String> = (0..2000).map(|i| format!("budget{i:05}")).collect();
     db.store
-        .enqueue(&ids, Utc::now() + chrono::Duration::seconds(3))
+        .enqueue(&ids, Utc::now() + chrono::Duration::seconds(8))
         .await
         .unwrap();
     let replicas: Vec<Daemon> = (0..3).map(|_| spawn(&env, &["run"])).collect();
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
     let instances = db.store.instances().await.unwrap();
     for replica in &replicas {
         replica.signal("-TERM");
