@@ -122,10 +122,12 @@ pub fn daemon(args: &[&str], env: &[(String, String)]) -> Command {
 /// Runs the binary to completion on a blocking thread (so the in-process stand-in keeps serving).
 pub async fn run_daemon(args: &[&str], env: &[(String, String)]) -> Output {
     let mut command = daemon(args, env);
-    tokio::task::spawn_blocking(move || command.output().expect("run session-reaper"))
-        .await
-        .expect("join")
+    command.stdin(Stdio::null());
+    Daemon::start(&mut command).finish().await
 }
+
+/// Longest any child process of a test may run: every loop in the tests is bounded.
+pub const CHILD_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 pub fn text(output: &Output) -> String {
     format!(
@@ -179,12 +181,24 @@ impl Daemon {
             .expect("kill");
     }
 
-    /// Waits for the exit and collects everything the process wrote.
+    /// Waits for the exit (at most `CHILD_LIMIT`, then SIGKILL, which the caller's assertions
+    /// on the exit status see) and collects everything the process wrote.
     pub async fn finish(mut self) -> Output {
         let mut child = self.child.take().expect("running");
         let output = self.output.take().expect("drained");
         tokio::task::spawn_blocking(move || {
-            let status = child.wait().expect("wait");
+            let deadline = std::time::Instant::now() + CHILD_LIMIT;
+            let status = loop {
+                match child.try_wait().expect("wait") {
+                    Some(status) => break status,
+                    None if std::time::Instant::now() >= deadline => {
+                        eprintln!("session-reaper child outlived {CHILD_LIMIT:?}: killed");
+                        let _ = child.kill();
+                        break child.wait().expect("wait");
+                    }
+                    None => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            };
             let (stdout, stderr) = output.join().expect("drain");
             Output { status, stdout, stderr }
         })

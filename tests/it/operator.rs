@@ -414,17 +414,33 @@ async fn status_watch_shows_a_fresh_reading_each_interval_until_interrupted() {
         }
         (seen, lines)
     });
-    let (seen, rest) = tokio::time::timeout(Duration::from_secs(30), reader)
-        .await
-        .expect("two readings within 30 s")
-        .unwrap();
+    let pid = child.id().to_string();
+    let Ok(readings) = tokio::time::timeout(Duration::from_secs(30), reader).await else {
+        // Kill it first: the reader blocks on its pipe until it closes.
+        let _ = std::process::Command::new("kill").args(["-KILL", &pid]).status();
+        panic!("no two readings within 30 s");
+    };
+    let (seen, rest) = readings.unwrap();
     std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
+    // Bounded: a child that ignores the interrupt is killed after 10 s (and the test fails on
+    // its exit status), so a hang cannot stall the whole suite.
     let status = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let exited = loop {
+            match child.try_wait().unwrap() {
+                Some(exit) => break exit,
+                None if std::time::Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    break child.wait().unwrap();
+                }
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
         let rest: Vec<String> = rest.map_while(Result::ok).collect();
-        (child.wait().unwrap(), rest)
+        (exited, rest)
     })
     .await
     .unwrap();
