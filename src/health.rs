@@ -16,6 +16,8 @@ pub struct Health {
     /// The account's pause now in force, if any (`AccountPause as u8`, 0 for none): what
     /// `run --once` exits on instead of waiting it out.
     account_pause: AtomicU8,
+    /// The cluster's pause as this replica last saw it (reason, until): `/readyz` shows it.
+    cluster_pause: std::sync::Mutex<Option<(String, chrono::DateTime<chrono::Utc>)>>,
 }
 
 /// A pause that is the account's, not a row's: it outlasts any single run.
@@ -32,6 +34,7 @@ impl Default for Health {
             key_rejected: AtomicBool::new(false),
             database_ok: AtomicBool::new(true),
             account_pause: AtomicU8::new(0),
+            cluster_pause: Default::default(),
         }
     }
 }
@@ -66,6 +69,21 @@ impl Health {
             2 => Some(AccountPause::KeyRejected),
             _ => None,
         }
+    }
+
+    pub fn set_cluster_pause(&self, pause: Option<(String, chrono::DateTime<chrono::Utc>)>) {
+        *self
+            .cluster_pause
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = pause;
+    }
+
+    /// The cluster's pause in force, as this replica last saw it: reason and end.
+    pub fn cluster_pause(&self) -> Option<(String, chrono::DateTime<chrono::Utc>)> {
+        self.cluster_pause
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Why this process is not ready, if it is not.

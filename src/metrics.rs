@@ -39,6 +39,10 @@ pub struct Metrics {
     oldest_due_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     rate_limit: Gauge,
     live_instances: Gauge,
+    budget_reserved: Counter,
+    /// 1 for the reason of the cluster's pause in force (as this replica last saw it), else 0.
+    cluster_paused: Family<Labels, Gauge>,
+    cluster_pause_until: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -84,6 +88,9 @@ impl Metrics {
             oldest_due_age: Gauge::default(),
             rate_limit: Gauge::default(),
             live_instances: Gauge::default(),
+            budget_reserved: Counter::default(),
+            cluster_paused: Family::default(),
+            cluster_pause_until: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -141,7 +148,7 @@ impl Metrics {
         );
         r.register(
             "rate_limit_per_second",
-            "This process's share of worker.rate_per_second",
+            "The cluster's budget (worker.rate_per_second), shared by every replica",
             m.rate_limit.clone(),
         );
         r.register(
@@ -149,8 +156,24 @@ impl Metrics {
             "Replicas with a fresh heartbeat",
             m.live_instances.clone(),
         );
+        r.register(
+            "budget_reserved",
+            "Send times this replica reserved from the cluster's budget (summed over replicas: the cluster's use)",
+            m.budget_reserved.clone(),
+        );
+        r.register(
+            "cluster_paused",
+            "1 while the cluster's pause of this reason is in force (as this replica last saw it)",
+            m.cluster_paused.clone(),
+        );
+        r.register(
+            "cluster_pause_until_timestamp_seconds",
+            "When the cluster's pause in force ends or its probe may go (Unix time; 0 when none)",
+            m.cluster_pause_until.clone(),
+        );
         for reason in AnswerClass::PAUSES {
             let _ = m.pauses.get_or_create(&vec![("reason", reason.label())]);
+            let _ = m.cluster_paused.get_or_create(&vec![("reason", reason.label())]);
         }
         Self { registry, ..m }
     }
@@ -221,6 +244,22 @@ impl Metrics {
 
     pub fn set_rate_limit(&self, per_second: u32) {
         self.rate_limit.set(i64::from(per_second));
+    }
+
+    pub fn budget_reserved(&self, n: u64) {
+        self.budget_reserved.inc_by(n);
+    }
+
+    /// The cluster's pause as this replica last saw it: its reason and end, or none.
+    pub fn set_cluster_pause(&self, pause: Option<(&str, chrono::DateTime<chrono::Utc>)>) {
+        for reason in AnswerClass::PAUSES {
+            let on = pause.is_some_and(|(r, _)| r == reason.label());
+            self.cluster_paused
+                .get_or_create(&vec![("reason", reason.label())])
+                .set(i64::from(on));
+        }
+        let until = pause.map_or(0.0, |(_, until)| until.timestamp_millis() as f64 / 1000.0);
+        self.cluster_pause_until.set(until);
     }
 
     pub fn set_live_instances(&self, n: i64) {

@@ -14,10 +14,11 @@ use serde_json::{Map, Value, json};
 use super::name_database;
 use crate::config::{Config, redact_url};
 use crate::editor::Editor;
+use crate::store::budget::BudgetReport;
 use crate::store::{InstanceRow, State, StatusReport, Store};
 
 /// The tables `status` reads; without them the database was never migrated.
-const TABLES: &[&str] = &["reaper_sessions", "reaper_instances"];
+const TABLES: &[&str] = &["reaper_sessions", "reaper_instances", "reaper_budget"];
 /// Clears a terminal and moves the cursor home, before each redraw of `--watch`.
 const CLEAR_SCREEN: &str = "\x1b[2J\x1b[H";
 
@@ -51,8 +52,11 @@ pub async fn status(config: &Config, as_json: bool, watch: Option<u64>) -> anyho
 /// after the first is shown in place of the counts, and the watch goes on.
 async fn watch_loop(store: &Store, config: &Config, as_json: bool, every: Duration) -> anyhow::Result<()> {
     let terminal = std::io::stdout().is_terminal();
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("Failed to install the SIGTERM handler")?;
+    // Both streams live across readings: a signal that comes while a reading runs waits in its
+    // stream (a fresh `ctrl_c()` per wait would miss it, and the watch would go on).
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("Failed to install the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("Failed to install the SIGINT handler")?;
     let mut first = true;
     loop {
         let shown = match snapshot(store, config, as_json).await {
@@ -79,7 +83,7 @@ async fn watch_loop(store: &Store, config: &Config, as_json: bool, every: Durati
         drop(out);
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
             _ = terminate.recv() => return Ok(()),
         }
     }
@@ -90,15 +94,18 @@ async fn snapshot(store: &Store, config: &Config, as_json: bool) -> anyhow::Resu
     let now = Utc::now();
     let report = store.status(now, config.worker.stale_after).await?;
     let instances = store.instances().await?;
+    let budget = store.budget().await?;
     let database = redact_url(&config.database.url);
     if as_json {
         let mut json = to_json(&report);
         json["database"] = json!(database);
         json["instances"] = instances.iter().map(instance_json).collect();
+        json["budget"] = budget_json(&budget);
         return Ok(format!("{json}\n"));
     }
     let mut out = format!("database: {database}\n");
     out.push_str(&to_text(&report));
+    out.push_str(&budget_text(&budget, now));
     for instance in &instances {
         let beat = &instance.beat;
         out.push_str(&format!(
@@ -186,6 +193,58 @@ pub fn to_text(report: &StatusReport) -> String {
     out.push_str(&format!("last success: {last}\n"));
     if let Some((at, error)) = &report.last_error {
         out.push_str(&format!("last error: {}: {error}\n", ago(*at, now)));
+    }
+    out
+}
+
+/// The cluster's budget and pause, as `status --json` and `/status.json` show them.
+pub fn budget_json(budget: &BudgetReport) -> Value {
+    json!({
+        "rate_per_second": budget.rate_per_second,
+        "burst": budget.burst,
+        "used_last_minute": budget.used_last_minute,
+        "used_this_minute": budget.used_this_minute,
+        "pause": budget.pause.as_ref().map(|pause| json!({
+            "reason": pause.reason,
+            "since": pause.since.to_rfc3339(),
+            "until": pause.until.to_rfc3339(),
+            "ends_with_probe": pause.probe,
+            "probe_out": pause.probing,
+            "paused_by": pause.paused_by,
+            "http_status": pause.http_status,
+            "api_code": pause.api_code,
+        })),
+    })
+}
+
+/// The budget and pause lines of the text `status`.
+pub fn budget_text(budget: &BudgetReport, now: DateTime<Utc>) -> String {
+    let mut out = if budget.rate_per_second > 0 {
+        format!(
+            "budget: {}/s, burst {} (the cluster's); used {} in the last whole minute, {} so far in this one\n",
+            budget.rate_per_second, budget.burst, budget.used_last_minute, budget.used_this_minute
+        )
+    } else {
+        "budget: no request sent yet\n".to_owned()
+    };
+    match &budget.pause {
+        None => out.push_str("pause: none\n"),
+        Some(pause) => {
+            let left = human((pause.until - now).num_milliseconds() as f64 / 1000.0);
+            let ends = match (pause.probe, pause.probing) {
+                (false, _) => format!("ends at {} (in {left})", pause.until.to_rfc3339()),
+                (true, true) => "a probe request is out; its answer ends it or extends it".to_owned(),
+                (true, false) => format!("one probe request goes at {} (in {left})", pause.until.to_rfc3339()),
+            };
+            out.push_str(&format!(
+                "pause: {} since {}; {ends}; paused by {} (HTTP {}, code {})\n",
+                pause.reason,
+                ago(pause.since, now),
+                pause.paused_by.as_deref().unwrap_or("?"),
+                pause.http_status.map_or("-".to_owned(), |s| s.to_string()),
+                pause.api_code.map_or("-".to_owned(), |c| c.to_string()),
+            ));
+        }
     }
     out
 }

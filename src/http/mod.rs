@@ -74,10 +74,15 @@ async fn livez(State(health): State<Arc<Health>>) -> Response {
     }
 }
 
+/// 503 while the database is unreachable or the key is rejected; a pause of the cluster's is
+/// named in the body either way (a 429's or a spent quota's pause leaves the replica ready).
 async fn readyz(State(health): State<Arc<Health>>) -> Response {
+    let pause = health.cluster_pause().map_or(String::new(), |(reason, until)| {
+        format!("the cluster is paused: {reason} until {}\n", until.to_rfc3339())
+    });
     match health.not_ready() {
-        None => (StatusCode::OK, "ready\n").into_response(),
-        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+        None => (StatusCode::OK, format!("ready\n{pause}")).into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n{pause}")).into_response(),
     }
 }
 

@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::outcome::AnswerClass;
+use crate::store::budget::BudgetReport;
 use crate::store::{FinishedPerMinute, InstanceRow, RecentErrors, StatusReport, Store};
 
 /// The browser reloads the page this often (`<meta http-equiv="refresh">`).
@@ -75,8 +76,8 @@ pub(super) struct Facts {
     pub(super) instances: Vec<InstanceRow>,
     pub(super) minutes: FinishedPerMinute,
     pub(super) errors: RecentErrors,
-    /// This process's share of the budget (`session_reaper_rate_limit_per_second`).
-    pub(super) rate_limit: Option<f64>,
+    /// The cluster's budget and pause, from the database.
+    pub(super) budget: BudgetReport,
     pub(super) live_instances: Option<f64>,
     /// Pauses since this process started, by reason (`session_reaper_pauses_total`).
     pub(super) pauses: Vec<(&'static str, f64)>,
@@ -118,9 +119,10 @@ impl Page {
         let start =
             DateTime::from_timestamp(minute, 0).unwrap_or(now) - chrono::Duration::minutes(CHART_MINUTES as i64 - 1);
         let since = now - crate::store::chrono_duration(ERROR_WINDOW);
-        let (report, instances, minutes, errors) = tokio::try_join!(
+        let (report, instances, budget, minutes, errors) = tokio::try_join!(
             store.status(now, self.stale_after),
             store.instances(),
+            store.budget(),
             store.finished_per_minute(start, CHART_MINUTES),
             store.recent_errors(since, ERROR_SCAN, ERROR_GROUPS),
         )?;
@@ -138,7 +140,7 @@ impl Page {
             instances,
             minutes,
             errors,
-            rate_limit: metric_value(&metrics, "session_reaper_rate_limit_per_second"),
+            budget,
             live_instances: metric_value(&metrics, "session_reaper_live_instances"),
             pauses,
             not_ready: self.health.not_ready(),
@@ -208,12 +210,9 @@ pub(super) fn to_json(page: &Page, facts: &Facts) -> Value {
             "sample_session_id_prefix": session_id_prefix(&group.sample_session_id),
         })).collect::<Vec<_>>(),
     });
-    json["budget"] = json!({
-        "rate_per_second": page.rate_per_second,
-        "burst": page.burst,
-        "this_process_rate_limit": facts.rate_limit,
-        "live_instances": facts.live_instances,
-    });
+    json["budget"] = crate::commands::status::budget_json(&facts.budget);
+    json["budget"]["configured_here"] = json!({ "rate_per_second": page.rate_per_second, "burst": page.burst });
+    json["budget"]["live_instances"] = json!(facts.live_instances);
     json["pauses_since_start"] = facts
         .pauses
         .iter()

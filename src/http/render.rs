@@ -232,25 +232,37 @@ pub(super) fn render(page: &Page, facts: &Facts) -> String {
 
     // Budget and pauses.
     out.push_str(r#"<section id="budget"><h2>Budget and pauses</h2><dl>"#);
+    let budget = &facts.budget;
     let _ = write!(
         out,
-        r#"<dt>budget</dt><dd><span data-key="rate_per_second">{}</span>/s, burst <span data-key="burst">{}</span> <span class="muted small">(all replicas)</span></dd>"#,
+        r#"<dt>budget</dt><dd><span data-key="rate_per_second">{}</span>/s, burst <span data-key="burst">{}</span> <span class="muted small">(one budget for all {} replicas)</span></dd>"#,
         thousands(i64::from(page.rate_per_second)),
         thousands(i64::from(page.burst)),
+        facts.live_instances.map_or("–".to_owned(), |n| format!("{n:.0}")),
     );
     let _ = write!(
         out,
-        r#"<dt>this process</dt><dd><span data-key="this_process_rate_limit">{}</span>/s <span class="muted small">(its share, {} live)</span></dd>"#,
-        facts.rate_limit.map_or("–".to_owned(), |r| format!("{r:.0}")),
-        facts.live_instances.map_or("–".to_owned(), |n| format!("{n:.0}")),
+        r#"<dt>used</dt><dd><span data-key="used_last_minute" data-value="{last}">{}</span> in the last whole minute <span class="muted small">({} so far in this one)</span></dd>"#,
+        thousands(budget.used_last_minute),
+        thousands(budget.used_this_minute),
+        last = budget.used_last_minute,
     );
-    let pause = if facts.not_ready == Some("the API rejected the apikey") {
-        format!(
-            r#"<span class="pill bad">paused: the API rejected the apikey</span> <span class="muted small">one probe every {} until it is accepted</span>"#,
-            span(page.key_pause.as_secs_f64())
-        )
-    } else {
-        r#"<span class="pill ok">no key pause</span>"#.to_owned()
+    let pause = match &budget.pause {
+        None => r#"<span class="pill ok" data-key="pause_reason" data-value="">none</span>"#.to_owned(),
+        Some(pause) => {
+            let ends = match (pause.probe, pause.probing) {
+                (false, _) => "ends".to_owned(),
+                (true, true) => "a probe request is out; next probe no sooner than".to_owned(),
+                (true, false) => "one probe request".to_owned(),
+            };
+            format!(
+                r#"<span class="pill bad" data-key="pause_reason" data-value="{reason}">{reason}</span> since {since}; {ends} at <span data-key="pause_until">{until}</span> <span class="muted small">(paused by {by}; every replica waits)</span>"#,
+                reason = escape(&pause.reason),
+                since = when(facts.now, pause.since),
+                until = when(facts.now, pause.until),
+                by = escape(pause.paused_by.as_deref().unwrap_or("?")),
+            )
+        }
     };
     let _ = write!(out, r#"<dt>pause</dt><dd id="pause">{pause}</dd>"#);
     out.push_str(r#"<dt>pauses since start</dt><dd>"#);
@@ -264,7 +276,7 @@ pub(super) fn render(page: &Page, facts: &Facts) -> String {
     }
     let _ = write!(
         out,
-        r#"<div class="muted small">A 429 pauses for its Retry-After, a spent quota for {}, a rejected key for {}; the end of a running 429 or quota pause is in the log only.</div></dd>"#,
+        r#"<div class="muted small">A 429 pauses every replica for its Retry-After, a spent quota for {}, a rejected key for {}; then one probe request, for the whole cluster, ends it.</div></dd>"#,
         span(page.quota_pause.as_secs_f64()),
         span(page.key_pause.as_secs_f64()),
     );

@@ -7,6 +7,7 @@
 //! `Store` is also the metered wrapper: every call the daemon makes passes through `metered`,
 //! which counts it, counts its failure, and records readiness, so no call site does it by hand.
 
+pub mod budget;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -182,15 +183,16 @@ impl Store {
     }
 
     /// Records `beat` (inserting the replica if new), forgets replicas silent for longer than
-    /// `forget_after`, and returns how many replicas beat within `live_within` (this one included).
+    /// `forget_after`, and returns how many replicas beat within `live_within` (this one included)
+    /// and the cluster's budget and pause as they stand.
     pub async fn beat(
         &self,
         beat: &InstanceBeat,
         now: DateTime<Utc>,
         live_within: Duration,
         forget_after: Duration,
-    ) -> anyhow::Result<i64> {
-        metered!(self, s => s.beat(beat, now, live_within, forget_after))
+    ) -> anyhow::Result<(i64, budget::BudgetReport)> {
+        metered!(self, s => s.beat(beat, now, live_within, forget_after)).map(|(live, row)| (live, row.report()))
     }
 
     /// Removes this replica's row (clean exit).
@@ -200,6 +202,27 @@ impl Store {
 
     pub async fn instances(&self) -> anyhow::Result<Vec<InstanceRow>> {
         metered!(self, s => s.instances())
+    }
+
+    /// Reserves send times from the cluster's budget (or the probe, or nothing while paused).
+    pub async fn reserve(&self, request: &budget::ReserveRequest<'_>) -> anyhow::Result<budget::Reservation> {
+        metered!(self, s => s.with_budget(|row| row.decide_reservation(request)))
+    }
+
+    /// Pauses the whole cluster; returns whether it was not paused already.
+    pub async fn record_pause(&self, request: &budget::PauseRequest<'_>) -> anyhow::Result<bool> {
+        metered!(self, s => s.with_budget(|row| row.decide_pause(request)))
+    }
+
+    /// Ends `instance_id`'s probe of the cluster's pause (`succeeded`: the pause is over).
+    /// Returns whether it still held the probe.
+    pub async fn end_probe(&self, instance_id: &str, succeeded: bool, tolerance_us: i64) -> anyhow::Result<bool> {
+        metered!(self, s => s.end_probe(instance_id, succeeded, tolerance_us))
+    }
+
+    /// The cluster's budget and pause as they stand.
+    pub async fn budget(&self) -> anyhow::Result<budget::BudgetReport> {
+        metered!(self, s => s.budget()).map(|row| row.report())
     }
 
     /// Moves finished rows back to `pending`, due at `now`, with fresh attempts. Leased rows are

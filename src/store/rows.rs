@@ -117,3 +117,27 @@ pub(super) fn status_report(
     }
     Ok(report)
 }
+
+/// The budget row, read under its lock with the database's clock as `now_us` (booleans as
+/// integers: PostgreSQL's are selected `::int`).
+pub(super) fn budget_row(row: &impl ReadRow) -> anyhow::Result<super::budget::BudgetRow> {
+    Ok(super::budget::BudgetRow {
+        now_us: row.required_int("now_us")?,
+        rate_per_second: row.required_int("rate_per_second")?,
+        burst: row.required_int("burst")?,
+        tat_us: row.required_int("tat_us")?,
+        minute_start_us: row.required_int("minute_start_us")?,
+        minute_reserved: row.required_int("minute_reserved")?,
+        last_minute_reserved: row.required_int("last_minute_reserved")?,
+        paused: row.required_int("paused")? != 0,
+        pause_reason: row.text("pause_reason")?,
+        paused_since_us: row.int("paused_since_us")?,
+        paused_until_us: row.int("paused_until_us")?,
+        pause_probe: row.required_int("pause_probe")? != 0,
+        paused_by: row.text("paused_by")?,
+        pause_http_status: row.int("pause_http_status")?,
+        pause_api_code: row.int("pause_api_code")?,
+        probe_owner: row.text("probe_owner")?,
+        probe_until_us: row.int("probe_until_us")?,
+    })
+}

@@ -7,8 +7,8 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::RetryPolicy;
+use super::budget::{Budget, Ticket};
 use super::gate::{Gate, Pass, Reopen};
-use super::limiter::Limiter;
 use crate::api::{Answer, ApiClient, CODE_DEPRECATED, Verdict};
 use crate::clock::Clock;
 use crate::health::{AccountPause, Health};
@@ -32,9 +32,10 @@ pub struct Stop {
 /// Everything a deletion needs, shared by all workers of the process.
 pub struct Deleter {
     pub api: ApiClient,
-    pub gate: Gate,
-    /// Shared with the heartbeat, which sets this replica's share of the cluster's budget.
-    pub limiter: Arc<Limiter>,
+    /// This process's stop sign; the cluster's pause closes it too.
+    pub gate: Arc<Gate>,
+    /// The cluster's budget: every request waits for a send time reserved from it.
+    pub budget: Arc<Budget>,
     pub policy: RetryPolicy,
     pub quota_pause: Duration,
     pub key_pause: Duration,
@@ -47,6 +48,14 @@ pub struct Deleter {
     pub recheck: Option<Recheck>,
 }
 
+/// How a worker was let through: this process's gate, and whether its request is the cluster's
+/// probe of a pause.
+#[derive(Debug, Clone, Copy)]
+struct Admitted {
+    pass: Pass,
+    cluster_probe: bool,
+}
+
 /// Where a row's due-ness is checked again: the store, as this process.
 pub struct Recheck {
     pub store: Store,
@@ -55,7 +64,7 @@ pub struct Recheck {
 }
 
 impl Deleter {
-    /// Deletes one row's session: waits for the gate and the rate limiter, sends, classifies.
+    /// Deletes one row's session: waits for the gate and the budget, sends, classifies.
     /// Pauses (429, quota, key) charge nothing and retry the same row once the gate reopens.
     ///
     /// The `deletion finished` line carries every field itself (row, session prefix, attempt,
@@ -125,13 +134,11 @@ impl Deleter {
             }
         };
         loop {
-            let Some(pass) = self.admit(stop).await else {
+            let Some(admitted) = self.admit(stop).await else {
                 return release;
             };
             if !self.still_due(row).await {
-                if pass == Pass::Probe {
-                    self.gate.probe_abandoned()
-                }
+                self.abandon(admitted).await;
                 return release;
             }
             let started = Instant::now();
@@ -139,7 +146,7 @@ impl Deleter {
             let answer = tokio::select! {
                 answer = self.api.delete_editor_session(row.editor, &id) => answer,
                 _ = stop.abandon_in_flight.cancelled() => {
-                    if pass == Pass::Probe { self.gate.probe_abandoned() }
+                    self.abandon(admitted).await;
                     tracing::warn!(
                         row_id = row.id,
                         session = %logged(&row.session_id),
@@ -152,22 +159,46 @@ impl Deleter {
             };
             let latency = started.elapsed();
             self.metrics.answer(answer.class(), latency);
-            if self.pause_for(row, &answer) {
+            if self.pause_for(row, &answer).await {
                 continue;
             }
-            if pass == Pass::Probe {
+            if admitted.pass == Pass::Probe || admitted.cluster_probe {
                 if answer.http_status.is_some() {
-                    tracing::info!("the API answers again; resuming all workers");
-                    self.health.set_key_rejected(false);
-                    self.health.set_account_pause(None);
-                    self.gate.probe_succeeded();
+                    self.probe_succeeded(admitted).await;
                 } else {
                     // No answer says nothing about the key or the quota: the next worker probes.
-                    self.gate.probe_abandoned();
+                    self.abandon(admitted).await;
                 }
             }
             let (outcome, write) = self.outcome_of(row, answer, attempted_at);
             return (outcome, write, Some(latency));
+        }
+    }
+
+    /// A probe (this process's, the cluster's, or both) was answered without a pause.
+    async fn probe_succeeded(&self, admitted: Admitted) {
+        let was_paused = self.health.account_pause().is_some();
+        let cluster_resumed = self.budget.end_probe(true).await;
+        if cluster_resumed {
+            tracing::info!("the API answers again; the cluster's pause is over and every replica resumes");
+        } else if was_paused && admitted.pass == Pass::Probe {
+            tracing::info!("the API answers again; resuming all workers");
+        }
+        self.health.set_key_rejected(false);
+        self.health.set_account_pause(None);
+        if admitted.pass == Pass::Probe {
+            self.gate.probe_succeeded();
+        }
+    }
+
+    /// A request admitted but never answered (shutdown, a row no longer due, no answer): its
+    /// probes pass to the next worker or replica.
+    async fn abandon(&self, admitted: Admitted) {
+        if admitted.pass == Pass::Probe {
+            self.gate.probe_abandoned()
+        }
+        if admitted.cluster_probe {
+            self.budget.end_probe(false).await;
         }
     }
 
@@ -206,38 +237,47 @@ impl Deleter {
         }
     }
 
-    /// Waits for the gate and a rate-limit token. `None` when shutdown comes first: a row still
-    /// queued when the signal comes is released, never sent, even if gate and budget are open.
-    async fn admit(&self, stop: &Stop) -> Option<Pass> {
+    /// Waits for the gate and a send time from the budget. `None` when shutdown comes first: a
+    /// row still queued when the signal comes is released, never sent, even if gate and budget
+    /// are open.
+    async fn admit(&self, stop: &Stop) -> Option<Admitted> {
         loop {
             if stop.no_new_requests.is_cancelled() {
                 return None;
             }
             let pass = self.gate.wait(&stop.no_new_requests).await?;
             let waiting = Instant::now();
-            let stopped = tokio::select! {
+            let ticket = tokio::select! {
                 biased;
-                _ = stop.no_new_requests.cancelled() => true,
-                _ = self.limiter.until_ready() => {
-                    self.metrics.rate_limit_wait(waiting.elapsed());
-                    stop.no_new_requests.is_cancelled()
-                }
+                _ = stop.no_new_requests.cancelled() => None,
+                ticket = self.budget.until_ready() => Some(ticket),
             };
-            if stopped {
-                if pass == Pass::Probe {
-                    self.gate.probe_abandoned()
-                }
+            let Some(ticket) = ticket else {
+                // A probe granted while the wait was cut short passes on too.
+                self.abandon(Admitted {
+                    pass,
+                    cluster_probe: true,
+                })
+                .await;
                 return None;
-            }
-            if self.gate.still_allows(pass) {
-                return Some(pass);
+            };
+            self.metrics.rate_limit_wait(waiting.elapsed());
+            let admitted = Admitted {
+                pass,
+                cluster_probe: ticket == Ticket::Probe,
+            };
+            match ticket {
+                Ticket::Wait => self.abandon(admitted).await,
+                Ticket::Send | Ticket::Probe if self.gate.still_allows(pass) => return Some(admitted),
+                // The gate closed while this worker waited for its send time.
+                Ticket::Send | Ticket::Probe => self.abandon(admitted).await,
             }
         }
     }
 
     /// Closes the gate for answers that are the account's problem, not the row's. Returns
     /// whether the answer was such a pause (and the row should simply be tried again).
-    fn pause_for(&self, row: &ClaimedRow, answer: &Answer) -> bool {
+    async fn pause_for(&self, row: &ClaimedRow, answer: &Answer) -> bool {
         let (wait, reopen) = match answer.verdict {
             Verdict::RateLimited { retry_after } => (retry_after.unwrap_or(DEFAULT_429_PAUSE), Reopen::AtDeadline),
             Verdict::QuotaExhausted => {
@@ -251,7 +291,12 @@ impl Deleter {
             }
             _ => return false,
         };
-        if self.gate.close_for(wait, reopen) {
+        let locally_news = self.gate.close_for(wait, reopen);
+        let first_in_cluster = self
+            .budget
+            .pause(answer.class(), wait, reopen, answer.http_status, answer.api_code)
+            .await;
+        if locally_news {
             self.metrics.pause(answer.class());
             let pause_s = wait.as_secs_f64();
             let http_status = answer.http_status;
@@ -267,6 +312,7 @@ impl Deleter {
                     api_message,
                     row_id,
                     %session,
+                    first_in_cluster,
                     "the API rejected the apikey: all calls stopped, rows untouched; fix api.apikey"
                 ),
                 Verdict::QuotaExhausted => tracing::warn!(
@@ -276,6 +322,7 @@ impl Deleter {
                     api_message,
                     row_id,
                     %session,
+                    first_in_cluster,
                     "the account's API quota is spent: all calls paused"
                 ),
                 _ => tracing::warn!(
@@ -284,6 +331,7 @@ impl Deleter {
                     api_code,
                     row_id,
                     %session,
+                    first_in_cluster,
                     "the API asked us to slow down (429): all calls paused"
                 ),
             }

@@ -33,6 +33,8 @@ struct Closed {
     until: Option<Instant>,
     probe: bool,
     probing: bool,
+    /// The probe is a fresh process's first request, not a pause's: a pause it meets is news.
+    first: bool,
 }
 
 #[derive(Debug, Default)]
@@ -46,11 +48,26 @@ pub struct Gate {
 const PROBE_POLL: Duration = Duration::from_millis(50);
 
 impl Gate {
+    /// A gate whose first request goes alone: a fresh process tests the key and the quota with
+    /// one request before its whole pool follows.
+    pub fn behind_probe() -> Self {
+        Self {
+            closed: Mutex::new(Closed {
+                until: None,
+                probe: true,
+                probing: false,
+                first: true,
+            }),
+            opened: Notify::new(),
+        }
+    }
+
     /// Closes the gate for at least `wait`. Returns true if it was open before (so the caller
     /// logs the pause once, not once per worker).
     pub fn close_for(&self, wait: Duration, reopen: Reopen) -> bool {
         let mut closed = self.closed.lock().expect("gate lock");
-        let was_open = closed.until.is_none_or(|until| until <= Instant::now()) && !closed.probe;
+        let was_open = closed.until.is_none_or(|until| until <= Instant::now()) && (!closed.probe || closed.first);
+        closed.first = false;
         let until = Instant::now() + wait;
         if closed.until.is_none_or(|current| current < until) {
             closed.until = Some(until);
@@ -139,6 +156,16 @@ mod tests {
         assert_eq!(gate.wait(&stop).await, Some(Pass::Probe));
         let second = tokio::time::timeout(Duration::from_secs(10), gate.wait(&stop)).await;
         assert!(second.is_err(), "a second worker went while the probe was out");
+        gate.probe_succeeded();
+        assert_eq!(gate.wait(&stop).await, Some(Pass::Open));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_gate_behind_a_probe_lets_one_request_go_first() {
+        let (gate, stop) = (Gate::behind_probe(), CancellationToken::new());
+        assert_eq!(gate.wait(&stop).await, Some(Pass::Probe));
+        let second = tokio::time::timeout(Duration::from_secs(1), gate.wait(&stop)).await;
+        assert!(second.is_err(), "a second worker went before the first answer");
         gate.probe_succeeded();
         assert_eq!(gate.wait(&stop).await, Some(Pass::Open));
     }

@@ -1,19 +1,15 @@
-//! Every third of a lease: renew our leases, tell the instances table we are alive, and take our
-//! share of the cluster's rate budget.
-//!
-//! The budget (`worker.rate_per_second`, `worker.burst`) belongs to all replicas together: each
-//! takes budget / live replicas (at least 1/s). A replica that joins takes its share at once; the
-//! others lower theirs at their next heartbeat, so for up to a third of a lease the cluster may run
-//! one share over budget. A replica that dies stops counting after one lease without a heartbeat,
-//! and the others raise their shares then.
+//! Every third of a lease: renew our leases, tell the instances table we are alive, and look at
+//! the cluster's pause (a replica with nothing to send reserves no send times, so this is how it
+//! learns of a pause for `/readyz` and its metrics). The budget itself needs no heartbeat: every
+//! send time comes from the database (`budget.rs`).
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use super::budget::Budget;
 use super::held::Held;
-use super::limiter::Limiter;
 use super::outage::Outage;
 use crate::clock::Clock;
 use crate::config::WorkerConfig;
@@ -30,8 +26,8 @@ pub struct Heartbeat {
     pub host: String,
     pub started_at: DateTime<Utc>,
     pub worker: WorkerConfig,
-    /// The process's limiter, whose rate is this replica's share of the cluster budget.
-    pub limiter: Arc<Limiter>,
+    /// The cluster's budget, which takes the pause the heartbeat reads.
+    pub budget: Arc<Budget>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     /// Rows claimed and not yet written back: the leases to renew.
@@ -60,7 +56,7 @@ impl Default for HeartbeatTrouble {
 }
 
 impl Heartbeat {
-    /// One heartbeat; also run once before the first claim, so a new replica takes only its share.
+    /// One heartbeat; also run once before the first claim, so a new replica is listed at once.
     pub async fn beat(&self) {
         let now = self.clock.now();
         let held = self.held.ids();
@@ -79,9 +75,10 @@ impl Heartbeat {
         let beat = self.instance();
         let lease = self.worker.lease;
         match self.store.beat(&beat, now, lease, lease * FORGET_AFTER_LEASES).await {
-            Ok(live) => {
+            Ok((live, budget)) => {
                 self.trouble.beats.succeeded();
-                self.take_share(live.max(1))
+                self.metrics.set_live_instances(live.max(1));
+                self.budget.observe(&budget);
             }
             Err(e) => {
                 self.trouble.beats.failed(&e);
@@ -104,22 +101,6 @@ impl Heartbeat {
         }
     }
 
-    fn take_share(&self, live: i64) {
-        let live = u32::try_from(live).unwrap_or(u32::MAX);
-        let rate = (self.worker.rate_per_second / live).max(1);
-        let burst = (self.worker.burst / live).max(1);
-        if self.limiter.set_rate(rate, burst) {
-            tracing::info!(
-                live_instances = live,
-                rate_per_second = rate,
-                burst,
-                "rate share changed"
-            );
-        }
-        self.metrics.set_rate_limit(rate);
-        self.metrics.set_live_instances(i64::from(live));
-    }
-
     fn instance(&self) -> InstanceBeat {
         InstanceBeat {
             instance_id: self.instance_id.clone(),
@@ -128,7 +109,7 @@ impl Heartbeat {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at: self.started_at,
             in_flight: i32::try_from(self.metrics.in_flight_now()).unwrap_or(i32::MAX),
-            rate_limit: i32::try_from(self.limiter.rate()).unwrap_or(i32::MAX),
+            rate_limit: i32::try_from(self.budget.rate_per_second()).unwrap_or(i32::MAX),
             counts: self.metrics.outcome_counts(),
         }
     }

@@ -4,6 +4,7 @@
 //! Shutdown is a parameter (a `CancellationToken`), so tests and `demo` drive it themselves.
 
 mod backoff;
+mod budget;
 mod deletion;
 mod feeder;
 mod gate;
@@ -25,6 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::RetryPolicy;
+pub use budget::{Budget, BudgetConfig, LATE_SLACK, RESERVE_AHEAD, Ticket};
 pub use deletion::{DEFAULT_429_PAUSE, Deleter, Stop};
 pub use feeder::{ClaimOutcome, FeedEnd, FeedState, QueueSizing};
 pub use gate::{Gate, Pass, Reopen};
@@ -74,6 +76,9 @@ pub enum RunEnd {
     QuotaSpent,
 }
 
+/// How long past the request timeout the cluster's probe stays this replica's: a replica that
+/// dies holding it delays the next probe by at most this.
+const PROBE_LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// How often `run --once` looks whether the account's pause has begun.
 const ACCOUNT_PAUSE_POLL: Duration = Duration::from_millis(100);
 
@@ -110,28 +115,39 @@ impl Reaper {
     /// Wires the parts together; every store call from here on is metered into `metrics`/`health`.
     pub fn new(config: Config, store: Store, api: ApiClient, metrics: Arc<Metrics>, health: Arc<Health>) -> Self {
         let clock = Clock::system();
+        metrics.set_rate_limit(config.worker.rate_per_second);
+        let instance_id = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let store = store.metered(metrics.store_counters(), health.clone());
+        // A fresh process's first request goes alone: a rejected key or a spent quota costs one
+        // request at start, not a pool's worth.
+        let gate = Arc::new(Gate::behind_probe());
+        let budget = Budget::new(
+            store.clone(),
+            instance_id.clone(),
+            BudgetConfig {
+                rate_per_second: config.worker.rate_per_second,
+                burst: config.worker.burst,
+                probe_lease: config.api.timeout + PROBE_LEASE_MARGIN,
+            },
+            gate.clone(),
+            health.clone(),
+            metrics.clone(),
+        );
         let deleter = Deleter {
             api,
-            gate: Gate::default(),
-            limiter: Arc::new(Limiter::new(config.worker.rate_per_second, config.worker.burst)),
+            gate,
+            budget: Arc::new(budget),
             policy: RetryPolicy::from(&config.retry),
             quota_pause: config.retry.quota_pause,
             key_pause: config.retry.key_pause,
             metrics: metrics.clone(),
             health: health.clone(),
             clock: clock.clone(),
-            recheck: None,
-        };
-        metrics.set_rate_limit(config.worker.rate_per_second);
-        let instance_id = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-        let store = store.metered(metrics.store_counters(), health.clone());
-        let deleter = Deleter {
             recheck: Some(deletion::Recheck {
                 store: store.clone(),
                 instance_id: instance_id.clone(),
                 stale_after: config.worker.stale_after,
             }),
-            ..deleter
         };
         Self {
             store,
@@ -209,7 +225,7 @@ impl Reaper {
             host: heartbeat::hostname(),
             started_at: started,
             worker: worker.clone(),
-            limiter: self.deleter.limiter.clone(),
+            budget: self.deleter.budget.clone(),
             metrics: self.metrics.clone(),
             clock: self.clock.clone(),
             held: self.held.clone(),
@@ -254,7 +270,7 @@ impl Reaper {
         }
         drop(taken);
         tracing::info!(instance_id = %self.instance_id, backend = self.store.backend(), concurrency = worker.concurrency,
-            rate_per_second = self.deleter.limiter.rate(), claim_ahead = sizing.capacity, ?mode, "reaper started");
+            rate_per_second = self.deleter.budget.rate_per_second(), claim_ahead = sizing.capacity, ?mode, "reaper started");
         let feed_end = feeder::Feeder {
             store: &self.store,
             instance_id: &self.instance_id,

@@ -10,8 +10,9 @@ use session_reaper::clock::Clock;
 use session_reaper::health::Health;
 use session_reaper::metrics::Metrics;
 use session_reaper::outcome::DeletionOutcome;
+use session_reaper::store::Store;
 use session_reaper::store::{ClaimedRow, OutcomeWrite, State};
-use session_reaper::worker::{Deleter, Gate, Limiter, RetryPolicy, Stop};
+use session_reaper::worker::{Budget, BudgetConfig, Deleter, Gate, RetryPolicy, Stop};
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -40,15 +41,31 @@ fn stop() -> Stop {
     }
 }
 
-/// A deleter for `base_url`, with short pauses so pause-then-retry cases finish quickly.
-fn deleter(base_url: &str) -> (Deleter, Arc<Metrics>, Arc<Health>) {
+/// A deleter for `base_url`, with short pauses so pause-then-retry cases finish quickly. Its
+/// budget row is in an in-memory SQLite database of its own.
+async fn deleter(base_url: &str) -> (Deleter, Arc<Metrics>, Arc<Health>) {
     let config = config_from(daemon_env("sqlite::memory:", base_url, APIKEY));
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    store.migrate().await.unwrap();
+    let gate = Arc::new(Gate::default());
+    let budget = Budget::new(
+        store,
+        "deletion-test".into(),
+        BudgetConfig {
+            rate_per_second: 1000,
+            burst: 100,
+            probe_lease: Duration::from_secs(5),
+        },
+        gate.clone(),
+        health.clone(),
+        metrics.clone(),
+    );
     let deleter = Deleter {
         api: ApiClient::new(&config.api).unwrap(),
-        gate: Gate::default(),
-        limiter: Arc::new(Limiter::new(1000, 100)),
+        gate,
+        budget: Arc::new(budget),
         policy: RetryPolicy {
             max_attempts: 4,
             base_delay: Duration::from_secs(1),
@@ -91,7 +108,7 @@ fn finish(write: &OutcomeWrite) -> (State, bool, Option<String>, Option<DateTime
 #[tokio::test]
 async fn a_confirmed_deletion_is_deleted_and_charged_once() {
     let server = api_answering(200, r#"{"session_delete": true}"#).await;
-    let (deleter, metrics, _) = deleter(&server.uri());
+    let (deleter, metrics, _) = deleter(&server.uri()).await;
 
     let (outcome, write) = deleter.delete(&row("abc123", 0), &stop()).await;
 
@@ -104,7 +121,7 @@ async fn a_confirmed_deletion_is_deleted_and_charged_once() {
 async fn an_invalid_or_expired_session_is_gone() {
     for code in ["1833", "1834"] {
         let server = api_answering(400, &format!(r#"{{"code": "{code}", "message": "Invalid"}}"#)).await;
-        let (deleter, _, _) = deleter(&server.uri());
+        let (deleter, _, _) = deleter(&server.uri()).await;
 
         let (outcome, write) = deleter.delete(&row("abc123", 0), &stop()).await;
 
@@ -116,7 +133,7 @@ async fn an_invalid_or_expired_session_is_gone() {
 #[tokio::test]
 async fn a_transient_answer_schedules_a_retry_within_the_backoff_ceiling_from_t0() {
     let server = api_answering(502, "<html>Bad Gateway</html>").await;
-    let (deleter, _, _) = deleter(&server.uri());
+    let (deleter, _, _) = deleter(&server.uri()).await;
 
     let (outcome, write) = deleter.delete(&row("abc123", 2), &stop()).await;
 
@@ -132,7 +149,7 @@ async fn a_transient_answer_schedules_a_retry_within_the_backoff_ceiling_from_t0
 #[tokio::test]
 async fn a_transient_answer_on_the_last_attempt_fails_the_row() {
     let server = api_answering(400, r#"{"code": 1861}"#).await;
-    let (deleter, _, _) = deleter(&server.uri());
+    let (deleter, _, _) = deleter(&server.uri()).await;
 
     let (outcome, write) = deleter.delete(&row("abc123", 3), &stop()).await;
 
@@ -144,7 +161,7 @@ async fn a_transient_answer_on_the_last_attempt_fails_the_row() {
 async fn no_answer_at_all_is_retried_not_gone() {
     // A port nothing listens on any more: connection refused.
     let port = crate::helpers::free_port();
-    let (deleter, _, _) = deleter(&format!("http://127.0.0.1:{port}"));
+    let (deleter, _, _) = deleter(&format!("http://127.0.0.1:{port}")).await;
 
     let (outcome, write) = deleter.delete(&row("abc123", 0), &stop()).await;
 
@@ -155,7 +172,7 @@ async fn no_answer_at_all_is_retried_not_gone() {
 #[tokio::test]
 async fn a_permanent_error_fails_the_row_at_once() {
     let server = api_answering(400, r#"{"code": 1831, "message": "Invalid parameter value"}"#).await;
-    let (deleter, _, _) = deleter(&server.uri());
+    let (deleter, _, _) = deleter(&server.uri()).await;
 
     let (outcome, write) = deleter.delete(&row("abc123", 0), &stop()).await;
 
@@ -166,7 +183,7 @@ async fn a_permanent_error_fails_the_row_at_once() {
 #[tokio::test]
 async fn a_malformed_session_id_is_invalid_and_never_sent() {
     let server = api_answering(200, r#"{"session_delete": true}"#).await;
-    let (deleter, metrics, _) = deleter(&server.uri());
+    let (deleter, metrics, _) = deleter(&server.uri()).await;
 
     let (outcome, write) = deleter.delete(&row("../etc/passwd", 0), &stop()).await;
 
@@ -192,7 +209,7 @@ async fn paused_once_then_deleted(status: u16, body: &str) -> (DeletionOutcome, 
         .respond_with(ResponseTemplate::new(200).set_body_raw(r#"{"session_deleted": true}"#, "application/json"))
         .mount(&server)
         .await;
-    let (deleter, _, health) = deleter(&server.uri());
+    let (deleter, _, health) = deleter(&server.uri()).await;
     let (outcome, write) = tokio::time::timeout(Duration::from_secs(10), deleter.delete(&row("abc123", 1), &stop()))
         .await
         .expect("the pause ends and the row is tried again");
@@ -221,7 +238,7 @@ async fn a_spent_quota_pauses_then_the_probe_succeeds() {
 #[tokio::test]
 async fn a_rejected_key_pauses_and_marks_the_process_not_ready_until_a_probe_succeeds() {
     let server = api_answering(400, r#"{"code": "1846", "message": "Invalid API Key"}"#).await;
-    let (deleter, _, health) = deleter(&server.uri());
+    let (deleter, _, health) = deleter(&server.uri()).await;
     let stop = stop();
 
     // The key stays rejected: the row waits, paused, until shutdown releases it untouched.

@@ -2,6 +2,7 @@
 
 mod any_value;
 mod app_data;
+mod budget;
 mod canary;
 mod client;
 mod config;

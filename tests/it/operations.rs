@@ -128,7 +128,15 @@ async fn health_and_metrics_tell_an_operator_what_is_happening() {
     loop {
         let (status, body) = get(port, "/readyz").await;
         if status == 503 {
-            assert_eq!(body, "the API rejected the apikey\n");
+            // The reason, then the cluster's pause it began.
+            let lines: Vec<&str> = body.lines().collect();
+            assert_eq!(lines[0], "the API rejected the apikey", "{body}");
+            assert!(
+                lines
+                    .get(1)
+                    .is_some_and(|l| l.starts_with("the cluster is paused: key_rejected until ")),
+                "{body}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "/readyz never noticed the rejected key");

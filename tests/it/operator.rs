@@ -350,7 +350,7 @@ async fn status_works_for_a_read_only_postgres_role_and_redacts_the_password() {
         format!("CREATE ROLE {role} LOGIN"),
         format!("GRANT CONNECT ON DATABASE {database} TO {role}"),
         format!("GRANT USAGE ON SCHEMA public TO {role}"),
-        format!("GRANT SELECT ON reaper_sessions, reaper_instances, reaper_status TO {role}"),
+        format!("GRANT SELECT ON reaper_sessions, reaper_instances, reaper_budget, reaper_status TO {role}"),
     ] {
         sqlx::query(sqlx::AssertSqlSafe(statement))
             .execute(&mut owner)

@@ -9,7 +9,7 @@ impl PgStore {
         now: DateTime<Utc>,
         live_within: Duration,
         forget_after: Duration,
-    ) -> anyhow::Result<i64> {
+    ) -> anyhow::Result<(i64, crate::store::budget::BudgetRow)> {
         let mut tx = self.pool.begin().await.context("Failed to begin a heartbeat")?;
         let counts = &beat.counts;
         sqlx::query(
@@ -49,8 +49,14 @@ impl PgStore {
             .fetch_one(&mut *tx)
             .await
             .context("Failed to count live instances")?;
+        // The cluster's pause, for a replica with nothing to send (it reserves no send times).
+        let budget = sqlx::query(super::budget::READ)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("Failed to read the budget row")?;
+        let budget = budget.map_or_else(|| Ok(Default::default()), |row| rows::budget_row(&row))?;
         tx.commit().await.context("Failed to commit the heartbeat")?;
-        Ok(live)
+        Ok((live, budget))
     }
 
     pub async fn remove_instance(&self, instance_id: &str) -> anyhow::Result<()> {

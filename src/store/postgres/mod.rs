@@ -3,6 +3,7 @@
 //! `UPDATE ... FROM UNNEST(...)` round trip; migrations hold sqlx's advisory lock, so replicas
 //! starting together apply them once.
 
+mod budget;
 mod claims;
 mod instances;
 mod maintenance;

@@ -2,6 +2,7 @@
 //! the daemon write the same file; claims run in `BEGIN IMMEDIATE` so two daemons never lease
 //! the same row. Times are Unix epoch milliseconds.
 
+mod budget;
 mod claims;
 mod instances;
 mod maintenance;

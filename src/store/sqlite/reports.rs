@@ -43,10 +43,12 @@ impl SqliteStore {
     /// lease runs out (a crashed replica's rows).
     async fn earliest_due(&self, stale_after: Duration, leases: bool) -> anyhow::Result<Option<DateTime<Utc>>> {
         let stale_ms = i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX / 2);
+        // CAST: a value the guards would refuse (REAL, text, a blob: written around them) still
+        // reads as an integer (saturating), and the claim then sets its row aside.
         let due: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(CASE
+            "SELECT CAST(MIN(CASE
                           WHEN ?2 = 1 AND lease_owner IS NOT NULL THEN MAX(lease_expires_at, due)
-                          ELSE due END)
+                          ELSE due END) AS INTEGER)
                FROM (SELECT lease_owner, lease_expires_at,
                             -- A retrying row is due at its retry time only while it is still wanted.
                             CASE state
