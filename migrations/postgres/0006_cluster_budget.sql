@@ -1,8 +1,8 @@
 -- The cluster's one request budget and its one pause, shared by every replica on this database.
 --
 -- The budget is a GCRA (generic cell rate algorithm) over the database's clock: `tat_us` is the
--- theoretical arrival time of the next request. A replica reserves the next few send times in one
--- short transaction holding this row's lock (its rows wait for them), so the API never sees more
+-- theoretical arrival time of the next request. A replica reads the row, decides, and writes it
+-- back only if `version` is still what it read (else it reads again), so the API never sees more
 -- than `worker.rate_per_second` + `worker.burst` requests in any one-second window, however many
 -- replicas run. The pause (a 429, a spent quota, a rejected key) lives in the same row: every
 -- replica sees it at its next reservation and one probe, for the whole cluster, ends it.
@@ -11,6 +11,9 @@
 -- Written only by the daemon; `reaper_status` shows it.
 CREATE TABLE IF NOT EXISTS reaper_budget (
     id                    INTEGER PRIMARY KEY CHECK (id = 1),
+    -- Raised by every change: a replica writes only over the version it read (no lock held
+    -- between the read and the write, so a reservation is two statements).
+    version               BIGINT  NOT NULL DEFAULT 0,
     rate_per_second       BIGINT  NOT NULL DEFAULT 0,
     burst                 BIGINT  NOT NULL DEFAULT 0,
     tat_us                BIGINT  NOT NULL DEFAULT 0,

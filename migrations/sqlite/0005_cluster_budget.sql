@@ -11,6 +11,8 @@
 -- request interval at 300/s is 3,333 us). Written only by the daemon; `reaper_status` shows it.
 CREATE TABLE IF NOT EXISTS reaper_budget (
     id                    INTEGER PRIMARY KEY CHECK (id = 1),
+    -- Raised by every change: a replica writes only over the version it read.
+    version               INTEGER NOT NULL DEFAULT 0,
     -- The budget as configured by the replica that reserved last.
     rate_per_second       INTEGER NOT NULL DEFAULT 0,
     burst                 INTEGER NOT NULL DEFAULT 0,

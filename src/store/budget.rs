@@ -17,8 +17,13 @@ const MINUTE_US: i64 = 60 * US;
 /// The row as the database holds it; times in microseconds of the database's clock.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BudgetRow {
-    /// The database's clock when the row was read (under its lock).
+    /// The database's clock when the row was read.
     pub now_us: i64,
+    /// Raised by every write; a write goes through only over the version it read.
+    pub version: i64,
+    /// When the read's answer arrived here: `now_us` happened no later (send times counted from
+    /// it are never early, and late by at most the read's round trip).
+    pub read_at: Option<std::time::Instant>,
     pub rate_per_second: i64,
     pub burst: i64,
     pub tat_us: i64,
@@ -72,10 +77,19 @@ impl ReserveRequest<'_> {
 /// What the budget answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reservation {
-    /// Send times, in order, on the database's clock (`now_us` is that clock at the reservation).
-    Slots { now_us: i64, at_us: Vec<i64> },
+    /// Send times, in order, on the database's clock (`now_us` is that clock at the reservation,
+    /// `read_at` when its answer arrived here).
+    Slots {
+        now_us: i64,
+        read_at: Option<std::time::Instant>,
+        at_us: Vec<i64>,
+    },
     /// The one request that tests whether the cluster's pause is over; at `at_us`.
-    Probe { now_us: i64, at_us: i64 },
+    Probe {
+        now_us: i64,
+        read_at: Option<std::time::Instant>,
+        at_us: i64,
+    },
     /// The cluster is paused: no send time until the pause ends (or its probe answers).
     Paused(Pause),
 }
@@ -214,6 +228,7 @@ impl BudgetRow {
             self.count_reserved(1);
             return Reservation::Probe {
                 now_us: now,
+                read_at: self.read_at,
                 at_us: now,
             };
         }
@@ -222,7 +237,11 @@ impl BudgetRow {
         let at_us: Vec<i64> = (0..want).map(|i| now.max(base + i * t - tau)).collect();
         self.tat_us = base.saturating_add(want * t);
         self.count_reserved(want);
-        Reservation::Slots { now_us: now, at_us }
+        Reservation::Slots {
+            now_us: now,
+            read_at: self.read_at,
+            at_us,
+        }
     }
 
     /// Records a pause for the whole cluster. Returns whether it is news (the cluster was not

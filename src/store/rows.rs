@@ -118,11 +118,12 @@ pub(super) fn status_report(
     Ok(report)
 }
 
-/// The budget row, read under its lock with the database's clock as `now_us` (booleans as
+/// The budget row, read with the database's clock as `now_us` (booleans as
 /// integers: PostgreSQL's are selected `::int`).
 pub(super) fn budget_row(row: &impl ReadRow) -> anyhow::Result<super::budget::BudgetRow> {
     Ok(super::budget::BudgetRow {
         now_us: row.required_int("now_us")?,
+        version: row.required_int("version")?,
         rate_per_second: row.required_int("rate_per_second")?,
         burst: row.required_int("burst")?,
         tat_us: row.required_int("tat_us")?,
@@ -139,5 +140,6 @@ pub(super) fn budget_row(row: &impl ReadRow) -> anyhow::Result<super::budget::Bu
         pause_api_code: row.int("pause_api_code")?,
         probe_owner: row.text("probe_owner")?,
         probe_until_us: row.int("probe_until_us")?,
+        read_at: None,
     })
 }

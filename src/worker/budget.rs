@@ -24,14 +24,16 @@ use crate::outcome::AnswerClass;
 use crate::store::Store;
 use crate::store::budget::{BudgetReport, Pause, PauseRequest, Reservation, ReserveRequest};
 
-/// How much of the budget one reservation takes (at least one send time): few statements per
-/// second, little budget stranded by a replica that dies holding it.
-pub const RESERVE_AHEAD: Duration = Duration::from_millis(200);
+/// How much of the budget one reservation takes at most (at least one send time, and no more
+/// than the workers waiting): few statements per second even at low rates (at 10/s a busy
+/// replica reserves about once a second, not five times), and at most this much budget stranded
+/// by a replica that dies holding it.
+pub const RESERVE_AHEAD: Duration = Duration::from_millis(500);
 /// Most send times one reservation holds, whatever the rate.
 const MOST_PER_RESERVATION: u32 = 1_000;
 /// A send time this late is not used (the budget's tolerance is this much smaller than the
 /// burst, so a send up to this late keeps every one-second window in budget).
-pub const LATE_SLACK: Duration = Duration::from_millis(50);
+pub const LATE_SLACK: Duration = Duration::from_millis(100);
 /// While the cluster waits for another replica's probe, how often a waiting replica asks again.
 const PROBE_WAIT: Duration = Duration::from_millis(500);
 /// Longest a pause seen in the database closes this process's gate before it asks again.
@@ -199,25 +201,27 @@ impl Budget {
                 return Some(Ticket::Wait);
             }
         };
-        // The database's clock was read under the row's lock, before the answer came back: counted
-        // from the answer's arrival here, a send time is never earlier than the budget says (at
-        // most a round trip later, within `LATE_SLACK`).
+        // The database's clock was read before the read's answer arrived here (`read_at`): counted
+        // from that arrival, a send time is never earlier than the budget says, and late by at
+        // most the read's round trip (within `LATE_SLACK`).
         let received = Instant::now();
-        let local =
-            |now_us: i64, at_us: i64| received + Duration::from_micros(u64::try_from(at_us - now_us).unwrap_or(0));
+        let local = |now_us: i64, read_at: Option<std::time::Instant>, at_us: i64| {
+            let base = read_at.map_or(received, Instant::from_std);
+            base + Duration::from_micros(u64::try_from(at_us - now_us).unwrap_or(0))
+        };
         match reservation {
-            Reservation::Slots { now_us, at_us } => {
+            Reservation::Slots { now_us, read_at, at_us } => {
                 self.metrics.budget_reserved(at_us.len() as u64);
                 self.cluster_open(true);
                 let mut slots = self.slots.lock().expect("budget slots");
-                slots.extend(at_us.into_iter().map(|at| local(now_us, at)));
+                slots.extend(at_us.into_iter().map(|at| local(now_us, read_at, at)));
                 None
             }
-            Reservation::Probe { now_us, at_us } => {
+            Reservation::Probe { now_us, read_at, at_us } => {
                 self.metrics.budget_reserved(1);
                 self.holds_probe.store(true, Relaxed);
                 tracing::info!("this replica sends the cluster's probe: is the pause over?");
-                tokio::time::sleep_until(local(now_us, at_us)).await;
+                tokio::time::sleep_until(local(now_us, read_at, at_us)).await;
                 Some(Ticket::Probe)
             }
             Reservation::Paused(pause) => {

@@ -7,7 +7,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::RetryPolicy;
-use super::budget::{Budget, Ticket};
+use super::budget::{Budget, LATE_SLACK, Ticket};
 use super::gate::{Gate, Pass, Reopen};
 use crate::api::{Answer, ApiClient, CODE_DEPRECATED, Verdict};
 use crate::clock::Clock;
@@ -54,6 +54,8 @@ pub struct Deleter {
 struct Admitted {
     pass: Pass,
     cluster_probe: bool,
+    /// When the send time came.
+    at: tokio::time::Instant,
 }
 
 /// Where a row's due-ness is checked again: the store, as this process.
@@ -133,13 +135,24 @@ impl Deleter {
                 return (DeletionOutcome::Invalid, write, None);
             }
         };
+        // When the row was last found due: at the claim, then at each check before a request.
+        let mut verdict_at = row.claimed_at;
         loop {
             let Some(admitted) = self.admit(stop).await else {
                 return release;
             };
-            if !self.still_due(row).await {
-                self.abandon(admitted).await;
-                return release;
+            if verdict_at.elapsed() > STILL_DUE_FOR {
+                if !self.still_due(row).await {
+                    self.abandon(admitted).await;
+                    return release;
+                }
+                verdict_at = tokio::time::Instant::now();
+                // The check took the send time past its slack: sending now could crowd the
+                // API's window, so this worker waits for a new send time.
+                if admitted.at.elapsed() > LATE_SLACK {
+                    self.abandon(admitted).await;
+                    continue;
+                }
             }
             let started = Instant::now();
             let attempted_at = self.clock.now();
@@ -202,15 +215,13 @@ impl Deleter {
         }
     }
 
-    /// Whether the row may still be deleted, checked against the database when the claim's verdict
-    /// is older than `STILL_DUE_FOR` (it waited in the queue, a retry, a pause or the limiter).
+    /// Whether the row may still be deleted, checked against the database (the caller asks when
+    /// the last verdict is older than `STILL_DUE_FOR`: the row waited in the queue, a retry, a
+    /// pause or for its send time).
     /// A row whose user came back, or whose `delete_after` moved, goes back to waiting: no
     /// request, no attempt charged. When the check itself fails, the row is not sent either.
     async fn still_due(&self, row: &ClaimedRow) -> bool {
         let Some(recheck) = &self.recheck else { return true };
-        if row.claimed_at.elapsed() <= STILL_DUE_FOR {
-            return true;
-        }
         let now = self.clock.now();
         match recheck
             .store
@@ -257,6 +268,7 @@ impl Deleter {
                 self.abandon(Admitted {
                     pass,
                     cluster_probe: true,
+                    at: tokio::time::Instant::now(),
                 })
                 .await;
                 return None;
@@ -265,6 +277,7 @@ impl Deleter {
             let admitted = Admitted {
                 pass,
                 cluster_probe: ticket == Ticket::Probe,
+                at: tokio::time::Instant::now(),
             };
             match ticket {
                 Ticket::Wait => self.abandon(admitted).await,

@@ -9,6 +9,10 @@ use session_reaper::store::State;
 
 use crate::helpers::{APIKEY, Daemon, TestDb, backends, daemon, daemon_env, run_daemon, standin, text};
 
+/// One of these tests at a time: each runs several daemons whose timing it measures, and two of
+/// them together on a small machine measure its scheduler more than the budget.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The busiest sliding one-second window, and the mean rate over the whole seconds between the
 /// first arrival's second and the last one's (both cut short, so left out).
 fn pace(arrivals: &[Instant]) -> (usize, f64) {
@@ -36,7 +40,25 @@ fn budget_env(db: &TestDb, api_base: &str, apikey: &str, rate: u32, burst: u32) 
     env.push(("SESSION_REAPER_WORKER__RATE_PER_SECOND".into(), rate.to_string()));
     env.push(("SESSION_REAPER_WORKER__BURST".into(), burst.to_string()));
     env.push(("SESSION_REAPER_LOG__LEVEL".into(), "info".into()));
+    // The default pool, so the figures are those of a default deployment.
+    env.push(("SESSION_REAPER_WORKER__CONCURRENCY".into(), "16".into()));
     env
+}
+
+/// PostgreSQL's count of row updates of `reaper_budget` (`None` on SQLite), once the daemons'
+/// statistics have reached the server.
+async fn budget_updates(db: &TestDb) -> Option<i64> {
+    if !db.url.starts_with("postgres") {
+        return None;
+    }
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let n: i64 = sqlx::query_scalar("SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'reaper_budget'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    Some(n)
 }
 
 /// Locks the budget's table from a connection of the test's own for `hold` (SQLite: the whole
@@ -81,15 +103,26 @@ async fn stop_all(replicas: Vec<Daemon>) {
 /// `n` replicas at `rate`/s + `burst` on `rows` due rows for `run_for`: the busiest window and
 /// the mean, checked against the budget.
 async fn replicas_on_one_budget(n: usize, rate: u32, burst: u32, rows: usize, run_for: Duration) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     for db in backends().await {
         let api = standin().await;
         let ids: Vec<String> = (0..rows).map(|i| format!("budget{i:05}")).collect();
         db.store.enqueue(&ids, Utc::now()).await.unwrap();
         let env = budget_env(&db, &api.base_url(), APIKEY, rate, burst);
+        let updates_before = budget_updates(&db).await;
         // All at once: no replica waits for another to be seen.
         let replicas: Vec<Daemon> = (0..n).map(|_| Daemon::start(&mut daemon(&["run"], &env))).collect();
         tokio::time::sleep(run_for).await;
         stop_all(replicas).await;
+        if let (Some(before), Some(after)) = (updates_before, budget_updates(&db).await) {
+            // One UPDATE per reservation, after its SELECT (writes that lost a race update nothing).
+            let per_replica = (after - before) as f64 / run_for.as_secs_f64() / n as f64;
+            eprintln!(
+                "{}: budget reservations {per_replica:.1}/s per replica (at least {:.1} statements/s)",
+                db.name(),
+                per_replica * 2.0
+            );
+        }
 
         let arrivals: Vec<Instant> = api.state.requests().iter().map(|r| r.at).collect();
         let (busiest, mean) = pace(&arrivals);
@@ -127,6 +160,7 @@ async fn twelve_replicas_share_a_budget_smaller_than_their_number() {
 
 #[tokio::test]
 async fn after_a_kill_the_survivors_use_the_whole_budget_at_once() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     for db in backends().await {
         let api = standin().await;
         let (rate, burst) = (150, 15);
@@ -176,6 +210,7 @@ async fn after_a_kill_the_survivors_use_the_whole_budget_at_once() {
 
 #[tokio::test]
 async fn a_rejected_key_pauses_every_replica_and_one_probe_ends_it_for_all() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     for db in backends().await {
         let api = standin().await;
         api.state.set_apikey("the-right-key");
@@ -253,6 +288,7 @@ async fn a_rejected_key_pauses_every_replica_and_one_probe_ends_it_for_all() {
 
 #[tokio::test]
 async fn with_the_budget_row_out_of_reach_no_request_goes_out_on_stale_budget() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     for db in backends().await {
         let api = standin().await;
         let ids: Vec<String> = (0..3_000).map(|i| format!("reach{i:05}")).collect();

@@ -11,7 +11,7 @@ pub(super) const READ: &str = "SELECT *, CAST((julianday('now') - 2440587.5) * 8
 
 impl SqliteStore {
     /// Locks the budget row, lets `decide` change it, writes it back; returns what `decide` said.
-    pub async fn with_budget<T>(&self, decide: impl FnOnce(&mut BudgetRow) -> T) -> anyhow::Result<T> {
+    pub async fn with_budget<T>(&self, decide: impl Fn(&mut BudgetRow) -> T) -> anyhow::Result<T> {
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
@@ -36,12 +36,14 @@ impl SqliteStore {
             }
         };
         let mut row = rows::budget_row(&found)?;
+        row.read_at = Some(std::time::Instant::now());
         let decided = decide(&mut row);
         sqlx::query(
             "UPDATE reaper_budget SET rate_per_second = ?1, burst = ?2, tat_us = ?3, minute_start_us = ?4,
                     minute_reserved = ?5, last_minute_reserved = ?6, paused = ?7, pause_reason = ?8,
                     paused_since_us = ?9, paused_until_us = ?10, pause_probe = ?11, paused_by = ?12,
-                    pause_http_status = ?13, pause_api_code = ?14, probe_owner = ?15, probe_until_us = ?16
+                    pause_http_status = ?13, pause_api_code = ?14, probe_owner = ?15, probe_until_us = ?16,
+                    version = version + 1
               WHERE id = 1",
         )
         .bind(row.rate_per_second)
@@ -76,7 +78,7 @@ impl SqliteStore {
                     tat_us = CASE WHEN ?2
                              THEN MIN(tat_us, CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER) + ?3)
                              ELSE tat_us END,
-                    probe_owner = NULL, probe_until_us = NULL
+                    probe_owner = NULL, probe_until_us = NULL, version = version + 1
               WHERE id = 1 AND probe_owner = ?1",
         )
         .bind(instance_id)
