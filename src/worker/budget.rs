@@ -31,9 +31,13 @@ use crate::store::budget::{BudgetReport, Pause, PauseRequest, Reservation, Reser
 pub const RESERVE_AHEAD: Duration = Duration::from_millis(500);
 /// Most send times one reservation holds, whatever the rate.
 const MOST_PER_RESERVATION: u32 = 1_000;
-/// A send time this late is not used (the budget's tolerance is this much smaller than the
-/// burst, so a send up to this late keeps every one-second window in budget).
+/// How much smaller than the burst the budget's tolerance is: sends this much later than their
+/// time (on our side and on the way to the API together) still keep every one-second window in
+/// budget.
 pub const LATE_SLACK: Duration = Duration::from_millis(100);
+/// A send time this late on our side is not used (dropped, a new one taken): half the slack,
+/// the other half is left for the network and the API's side.
+pub const LATE_DROP: Duration = Duration::from_millis(50);
 /// While the cluster waits for another replica's probe, how often a waiting replica asks again.
 const PROBE_WAIT: Duration = Duration::from_millis(500);
 /// Longest a pause seen in the database closes this process's gate before it asks again.
@@ -42,10 +46,10 @@ const PAUSE_RECHECK: Duration = Duration::from_secs(5);
 /// What a worker may do after asking the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ticket {
-    /// Its send time has come.
-    Send,
-    /// Its send time has come, and its request is the cluster's probe of a pause.
-    Probe,
+    /// Its send time.
+    Send(Instant),
+    /// Its send time, and its request is the cluster's probe of a pause.
+    Probe(Instant),
     /// No send time: the cluster is paused (the gate is closed) or the database is unreachable.
     Wait,
 }
@@ -60,7 +64,8 @@ pub struct Budget {
     slots: Mutex<VecDeque<Instant>>,
     /// One reservation at a time; the other workers wait for its send times.
     turn: tokio::sync::Mutex<()>,
-    /// Workers asking for a send time right now: the size of the next reservation.
+    /// Workers waiting for a send time or for the one they hold: the size of the next
+    /// reservation (send times a worker does not take wait in `slots` for the next one).
     waiting: AtomicUsize,
     /// Whether this process holds the cluster's probe.
     holds_probe: AtomicBool,
@@ -136,19 +141,13 @@ impl Budget {
         (ahead.ceil() as u32).clamp(1, MOST_PER_RESERVATION)
     }
 
-    /// Waits for this worker's send time. Cancel-safe: a send time dropped unused is wasted
-    /// budget, never budget spent twice.
-    pub async fn until_ready(&self) -> Ticket {
-        self.waiting.fetch_add(1, Relaxed);
-        let _asking = Asking(&self.waiting);
+    /// This worker's next send time (not yet come: the caller waits for it, and checks its row
+    /// meanwhile). Cancel-safe: a send time dropped unused is wasted budget, never budget spent
+    /// twice.
+    pub async fn next_send_time(&self) -> Ticket {
         loop {
             if let Some(at) = self.take_slot() {
-                tokio::time::sleep_until(at).await;
-                if at.elapsed() > LATE_SLACK {
-                    continue;
-                }
-                self.ceiling.until_ready().await;
-                return Ticket::Send;
+                return Ticket::Send(at);
             }
             let _turn = self.turn.lock().await;
             if !self.slots.lock().expect("budget slots").is_empty() {
@@ -160,12 +159,23 @@ impl Budget {
         }
     }
 
+    /// Counts the calling worker as waiting until the guard is dropped.
+    pub fn waiting(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Relaxed);
+        Waiting(&self.waiting)
+    }
+
+    /// The process's own ceiling (at once, unless the budget row was tampered with).
+    pub async fn ceiling(&self) {
+        self.ceiling.until_ready().await;
+    }
+
     /// The next send time not already too late.
     fn take_slot(&self) -> Option<Instant> {
         let mut slots = self.slots.lock().expect("budget slots");
         let now = Instant::now();
         while let Some(at) = slots.pop_front() {
-            if now.saturating_duration_since(at) <= LATE_SLACK {
+            if now.saturating_duration_since(at) <= LATE_DROP {
                 return Some(at);
             }
         }
@@ -203,7 +213,7 @@ impl Budget {
         };
         // The database's clock was read before the read's answer arrived here (`read_at`): counted
         // from that arrival, a send time is never earlier than the budget says, and late by at
-        // most the read's round trip (within `LATE_SLACK`).
+        // most the read's round trip (within `LATE_DROP`).
         let received = Instant::now();
         let local = |now_us: i64, read_at: Option<std::time::Instant>, at_us: i64| {
             let base = read_at.map_or(received, Instant::from_std);
@@ -221,8 +231,7 @@ impl Budget {
                 self.metrics.budget_reserved(1);
                 self.holds_probe.store(true, Relaxed);
                 tracing::info!("this replica sends the cluster's probe: is the pause over?");
-                tokio::time::sleep_until(local(now_us, read_at, at_us)).await;
-                Some(Ticket::Probe)
+                Some(Ticket::Probe(local(now_us, read_at, at_us)))
             }
             Reservation::Paused(pause) => {
                 self.cluster_paused(&pause);
@@ -365,10 +374,11 @@ impl Budget {
     }
 }
 
-/// Counts a worker as asking while it waits.
-struct Asking<'a>(&'a AtomicUsize);
+/// Counts a worker as waiting for a send time, from asking until it sends (or gives up): how
+/// many send times the next reservation takes.
+pub struct Waiting<'a>(&'a AtomicUsize);
 
-impl Drop for Asking<'_> {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Relaxed);
     }

@@ -7,7 +7,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::RetryPolicy;
-use super::budget::{Budget, LATE_SLACK, Ticket};
+use super::budget::{Budget, LATE_DROP, Ticket};
 use super::gate::{Gate, Pass, Reopen};
 use crate::api::{Answer, ApiClient, CODE_DEPRECATED, Verdict};
 use crate::clock::Clock;
@@ -16,6 +16,9 @@ use crate::metrics::Metrics;
 use crate::outcome::DeletionOutcome;
 use crate::session_id::{SessionId, logged};
 use crate::store::{ClaimedRow, OutcomeWrite, STILL_DUE_FOR, State, Store};
+
+/// How long before its send time a row whose verdict would be stale by then is checked again.
+const RECHECK_LEAD: Duration = Duration::from_millis(30);
 
 /// Pause after a 429 that named no `Retry-After`.
 pub const DEFAULT_429_PAUSE: Duration = Duration::from_secs(5);
@@ -54,7 +57,7 @@ pub struct Deleter {
 struct Admitted {
     pass: Pass,
     cluster_probe: bool,
-    /// When the send time came.
+    /// The send time it was given.
     at: tokio::time::Instant,
 }
 
@@ -138,22 +141,47 @@ impl Deleter {
         // When the row was last found due: at the claim, then at each check before a request.
         let mut verdict_at = row.claimed_at;
         loop {
+            let waiting = Instant::now();
+            let counted = self.budget.waiting();
             let Some(admitted) = self.admit(stop).await else {
                 return release;
             };
-            if verdict_at.elapsed() > STILL_DUE_FOR {
-                if !self.still_due(row).await {
-                    self.abandon(admitted).await;
-                    return release;
+            // Wait for the send time; a row whose verdict is old by then is checked again just
+            // before it (`RECHECK_LEAD`), so the check neither delays the send nor goes stale.
+            let needs_check = verdict_at.elapsed() + admitted.at.saturating_duration_since(tokio::time::Instant::now())
+                > STILL_DUE_FOR;
+            let check = async {
+                if !needs_check {
+                    return true;
                 }
-                verdict_at = tokio::time::Instant::now();
-                // The check took the send time past its slack: sending now could crowd the
-                // API's window, so this worker waits for a new send time.
-                if admitted.at.elapsed() > LATE_SLACK {
-                    self.abandon(admitted).await;
-                    continue;
-                }
+                tokio::time::sleep_until(admitted.at.checked_sub(RECHECK_LEAD).unwrap_or(admitted.at)).await;
+                self.still_due(row).await
+            };
+            let waited = tokio::select! {
+                biased;
+                _ = stop.no_new_requests.cancelled() => None,
+                (_, due) = async { tokio::join!(tokio::time::sleep_until(admitted.at), check) } => Some(due),
+            };
+            let Some(due) = waited else {
+                self.abandon(admitted).await;
+                return release;
+            };
+            if !due {
+                self.abandon(admitted).await;
+                return release;
             }
+            if needs_check {
+                verdict_at = tokio::time::Instant::now();
+            }
+            self.metrics.rate_limit_wait(waiting.elapsed());
+            drop(counted);
+            // Past its send time by more than the slack on our side (a slow check, a loaded
+            // host), or the gate closed meanwhile: this worker takes a new send time.
+            if admitted.at.elapsed() > LATE_DROP || !self.gate.still_allows(admitted.pass) {
+                self.abandon(admitted).await;
+                continue;
+            }
+            self.budget.ceiling().await;
             let started = Instant::now();
             let attempted_at = self.clock.now();
             let answer = tokio::select! {
@@ -248,20 +276,19 @@ impl Deleter {
         }
     }
 
-    /// Waits for the gate and a send time from the budget. `None` when shutdown comes first: a
-    /// row still queued when the signal comes is released, never sent, even if gate and budget
-    /// are open.
+    /// Waits for the gate and a send time from the budget (the caller waits for that time).
+    /// `None` when shutdown comes first: a row still queued when the signal comes is released,
+    /// never sent, even if gate and budget are open.
     async fn admit(&self, stop: &Stop) -> Option<Admitted> {
         loop {
             if stop.no_new_requests.is_cancelled() {
                 return None;
             }
             let pass = self.gate.wait(&stop.no_new_requests).await?;
-            let waiting = Instant::now();
             let ticket = tokio::select! {
                 biased;
                 _ = stop.no_new_requests.cancelled() => None,
-                ticket = self.budget.until_ready() => Some(ticket),
+                ticket = self.budget.next_send_time() => Some(ticket),
             };
             let Some(ticket) = ticket else {
                 // A probe granted while the wait was cut short passes on too.
@@ -273,18 +300,21 @@ impl Deleter {
                 .await;
                 return None;
             };
-            self.metrics.rate_limit_wait(waiting.elapsed());
-            let admitted = Admitted {
-                pass,
-                cluster_probe: ticket == Ticket::Probe,
-                at: tokio::time::Instant::now(),
+            let (at, cluster_probe) = match ticket {
+                Ticket::Send(at) => (at, false),
+                Ticket::Probe(at) => (at, true),
+                Ticket::Wait => {
+                    if pass == Pass::Probe {
+                        self.gate.probe_abandoned()
+                    }
+                    continue;
+                }
             };
-            match ticket {
-                Ticket::Wait => self.abandon(admitted).await,
-                Ticket::Send | Ticket::Probe if self.gate.still_allows(pass) => return Some(admitted),
-                // The gate closed while this worker waited for its send time.
-                Ticket::Send | Ticket::Probe => self.abandon(admitted).await,
-            }
+            return Some(Admitted {
+                pass,
+                cluster_probe,
+                at,
+            });
         }
     }
 
