@@ -3,9 +3,10 @@
 
 use std::process::{Command, Output, Stdio};
 
+use chrono::{DateTime, Utc};
 use session_reaper::config::{self, Config, Sources};
 use session_reaper::standin::StandIn;
-use session_reaper::store::Store;
+use session_reaper::store::{ClaimRequest, OutcomeWrite, SessionRow, State, Store};
 use testkit::{DaemonEnv, PgDatabase, SqliteFile};
 
 /// The apikey the stand-in accepts in tests.
@@ -81,6 +82,86 @@ pub async fn backends() -> Vec<TestDb> {
 
 pub async fn standin() -> StandIn {
     testkit::start_standin(APIKEY).await.expect("start stand-in")
+}
+
+/// The lease a test's claim takes.
+pub const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a row without `delete_after` waits after its last activity, in a test's claim.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// A claim by `owner` at `now` of at most `limit` due rows.
+pub fn claim_at(owner: &str, now: DateTime<Utc>, limit: u32) -> ClaimRequest<'_> {
+    ClaimRequest {
+        instance_id: owner,
+        now,
+        lease: LEASE,
+        due_by: now,
+        stale_after: STALE_AFTER,
+        limit,
+    }
+}
+
+/// The outcome of a 200 answer at `at`: the row made `state`, one attempt charged.
+pub fn finished(id: i64, state: State, at: DateTime<Utc>) -> OutcomeWrite {
+    OutcomeWrite::Finish {
+        id,
+        state,
+        charge: true,
+        http_status: Some(200),
+        api_code: None,
+        error: None,
+        attempted_at: Some(at),
+        next_attempt_at: None,
+        decided_at: at,
+    }
+}
+
+/// `n` session ids: `prefix00000`, `prefix00001`, ...
+pub fn numbered(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i:05}")).collect()
+}
+
+/// `n` numbered sessions (see `numbered`) enqueued due now; their ids.
+pub async fn enqueue_numbered(db: &TestDb, prefix: &str, n: usize) -> Vec<String> {
+    let ids = numbered(prefix, n);
+    db.store.enqueue(&ids, chrono::Utc::now()).await.expect("enqueue");
+    ids
+}
+
+/// Whether the daemon left `row` as the application wrote it: pending, no attempt charged, not
+/// leased.
+pub fn untouched(row: &SessionRow) -> bool {
+    row.state == State::Pending && row.attempts == 0 && row.lease_owner.is_none()
+}
+
+/// The keys `status --json` and `/status.json` share (`status --json` adds `database`).
+pub const STATUS_KEYS: [&str; 12] = [
+    "pending",
+    "retrying",
+    "deleted",
+    "gone",
+    "failed",
+    "invalid",
+    "in_flight",
+    "oldest_due_age_seconds",
+    "last_success",
+    "last_error",
+    "last_error_at",
+    "instances",
+];
+
+/// GET on loopback, retried (at most 15 s) while the listener comes up; (status, body).
+pub async fn get(port: u16, path: &str) -> (u16, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match reqwest::get(format!("http://127.0.0.1:{port}{path}")).await {
+            Ok(response) => return (response.status().as_u16(), response.text().await.unwrap()),
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "GET {path}: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
