@@ -479,11 +479,10 @@ async fn a_sqlite_source_feeds_the_daemon_read_only_on_either_backend() {
 
 #[tokio::test]
 async fn a_postgres_source_feeds_a_daemon_on_sqlite() {
-    let Some(app) = TestDb::postgres_with(false).await else {
+    // Arrange: the application's table in its own PostgreSQL database.
+    let Some((app, pool)) = TestDb::postgres_for_the_application().await else {
         return;
     };
-    // Arrange: the application's table in its own PostgreSQL database.
-    let pool = sqlx::PgPool::connect(&app.url).await.unwrap();
     sqlx::query("CREATE TABLE app_sessions (sid TEXT PRIMARY KEY, kind TEXT, last_seen TIMESTAMPTZ NOT NULL)")
         .execute(&pool)
         .await

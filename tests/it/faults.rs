@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::helpers::{
-    APIKEY, Daemon, TestDb, backends, claim_at, daemon, daemon_env, enqueue_numbered, free_port, run_daemon, standin,
-    text, untouched, wait_for_requests,
+    APIKEY, Daemon, TestDb, backends, claim_at, daemon, daemon_env, daemon_env_with, enqueue_numbered, free_port,
+    run_daemon, standin, text, untouched, wait_for_requests,
 };
 
 #[tokio::test]
@@ -72,8 +72,7 @@ async fn shutdown_is_bounded_by_the_grace_while_the_database_is_locked() {
         let api = standin().await;
         api.state.set_latency(Duration::from_millis(1500));
         enqueue_numbered(&db, "locked", 40).await;
-        let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
-        env.push(("SESSION_REAPER_SHUTDOWN__GRACE".into(), "3s".into()));
+        let env = daemon_env_with(&db.url, &api.base_url(), APIKEY, &[("shutdown.grace", "3s")]);
         let child = Daemon::start(&mut daemon(&["run"], &env));
         wait_for_requests(&api, 4).await;
         let lock = hold_lock(&db).await;
@@ -175,11 +174,10 @@ async fn run_once_exits_77_on_a_rejected_key_and_75_on_a_spent_quota_leaving_row
 
 #[tokio::test]
 async fn migrations_blocked_by_the_applications_lock_give_up_naming_the_holder() {
-    let Some(db) = TestDb::postgres_with(false).await else {
+    // Arrange: the application's own table exists and it holds it locked.
+    let Some((db, pool)) = TestDb::postgres_for_the_application().await else {
         return;
     };
-    // Arrange: the application's own table exists and it holds it locked.
-    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     sqlx::raw_sql(
         "CREATE TABLE reaper_sessions (id BIGSERIAL PRIMARY KEY, session_id TEXT NOT NULL UNIQUE,
              state TEXT NOT NULL DEFAULT 'pending', delete_after TIMESTAMPTZ DEFAULT now())",

@@ -63,6 +63,14 @@ impl TestDb {
         })
     }
 
+    /// A fresh PostgreSQL database without the daemon's schema, and a pool on it for the test's
+    /// own SQL (what the application does); `None` as for `postgres`.
+    pub async fn postgres_for_the_application() -> Option<(Self, sqlx::PgPool)> {
+        let db = Self::postgres_with(false).await?;
+        let pool = sqlx::PgPool::connect(&db.url).await.expect("connect PostgreSQL");
+        Some((db, pool))
+    }
+
     /// Drops the per-test PostgreSQL database now (SQLite files go with their temp dir). Without
     /// it, the database is dropped when the `TestDb` is, also when a test panics.
     pub async fn cleanup(self) {
@@ -164,6 +172,14 @@ pub async fn get(port: u16, path: &str) -> (u16, String) {
     }
 }
 
+/// `reaper.toml` holding `contents` in a new temporary folder, which goes with the returned guard.
+pub fn config_file(contents: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("reaper.toml");
+    std::fs::write(&path, contents).expect("write the configuration file");
+    (dir, path)
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     testkit::free_port().expect("free port")
@@ -171,7 +187,13 @@ pub fn free_port() -> u16 {
 
 /// Environment for a daemon run against `db` and `api`, fast retries, JSON logs at debug.
 pub fn daemon_env(db_url: &str, api_base: &str, apikey: &str) -> Vec<(String, String)> {
-    DaemonEnv::new(db_url, api_base, apikey)
+    daemon_env_with(db_url, api_base, apikey, &[])
+}
+
+/// `daemon_env` with more configuration keys, named as in the file (`worker.lease`), set or
+/// replaced.
+pub fn daemon_env_with(db_url: &str, api_base: &str, apikey: &str, keys: &[(&str, &str)]) -> Vec<(String, String)> {
+    let env = DaemonEnv::new(db_url, api_base, apikey)
         .set("api.timeout", "20s")
         .set("worker.concurrency", 8)
         .set("worker.rate_per_second", 1000)
@@ -181,7 +203,9 @@ pub fn daemon_env(db_url: &str, api_base: &str, apikey: &str) -> Vec<(String, St
         .set("retry.max_delay", "100ms")
         .set("retry.max_attempts", 4)
         .set("shutdown.grace", "5s")
-        .set("log.level", "debug")
+        .set("log.level", "debug");
+    keys.iter()
+        .fold(env, |env, (key, value)| env.set(key, value))
         .into_vars()
 }
 

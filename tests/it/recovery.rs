@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use session_reaper::store::State;
 
-use crate::helpers::{APIKEY, Daemon, TestDb, daemon, daemon_env, free_port, standin, text};
+use crate::helpers::{APIKEY, Daemon, TestDb, daemon, daemon_env_with, free_port, standin, text};
 use crate::read_only::ReadOnlySpell;
 
 /// `/readyz`'s status, 0 when nothing answers.
@@ -87,14 +87,19 @@ async fn a_short_read_only_spell_of_the_sqlite_file_is_survived_without_a_restar
     let api = standin().await;
     let path = PathBuf::from(db.url.trim_start_matches("sqlite://"));
     let port = free_port();
-    let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
-    env.push(("SESSION_REAPER_HTTP__LISTEN".into(), format!("127.0.0.1:{port}")));
-    env.push((
-        "SESSION_REAPER_WORKER__POLL_INTERVAL".into(),
-        format!("{}ms", POLL.as_millis()),
-    ));
-    // Heartbeats (a third of the lease) every 2 s: several of them fail during the spell.
-    env.push(("SESSION_REAPER_WORKER__LEASE".into(), "6s".into()));
+    let listen = format!("127.0.0.1:{port}");
+    let poll = format!("{}ms", POLL.as_millis());
+    let env = daemon_env_with(
+        &db.url,
+        &api.base_url(),
+        APIKEY,
+        // Heartbeats (a third of the lease) every 2 s: several of them fail during the spell.
+        &[
+            ("http.listen", &listen),
+            ("worker.poll_interval", &poll),
+            ("worker.lease", "6s"),
+        ],
+    );
     let child = Daemon::start(&mut daemon(&["run"], &env));
     db.store
         .enqueue(&["before1".into(), "before2".into()], Utc::now())

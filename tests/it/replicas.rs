@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use session_reaper::store::{State, Store};
 
-use crate::helpers::{APIKEY, Daemon, TestDb, backends, daemon, daemon_env, enqueue_numbered, standin, text};
+use crate::helpers::{
+    APIKEY, Daemon, TestDb, backends, daemon, daemon_env, daemon_env_with, enqueue_numbered, standin, text,
+};
 
 fn spawn(env: &[(String, String)], args: &[&str]) -> Daemon {
     Daemon::start(&mut daemon(args, env))
@@ -66,9 +68,12 @@ async fn a_killed_replicas_rows_are_taken_over_within_two_leases() {
         let api = standin().await;
         api.state.set_latency(Duration::from_secs(30));
         enqueue_numbered(&db, "held", 4).await;
-        let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
-        env.push(("SESSION_REAPER_WORKER__LEASE".into(), "2s".into()));
-        env.push(("SESSION_REAPER_API__TIMEOUT".into(), "60s".into()));
+        let env = daemon_env_with(
+            &db.url,
+            &api.base_url(),
+            APIKEY,
+            &[("worker.lease", "2s"), ("api.timeout", "60s")],
+        );
         let a = spawn(&env, &["run"]);
         let leased = wait_rows(&db.store, Duration::from_secs(15), |rows| {
             rows.iter().all(|r| r.lease_owner.is_some())
