@@ -7,9 +7,9 @@ use std::time::Duration;
 use chrono::Utc;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use session_reaper::store::{ClaimRequest, OutcomeWrite, State, Store};
+use session_reaper::store::{OutcomeWrite, State, Store};
 
-use crate::helpers::TestDb;
+use crate::helpers::{TestDb, claim_at, finished};
 
 /// One value as SQL text, for a column of SQLite's `INTEGER` time or count columns.
 fn sqlite_value() -> impl Strategy<Value = String> {
@@ -97,30 +97,13 @@ fn pg_row() -> impl Strategy<Value = Row> {
 async fn exercise(store: &Store) -> Result<(), String> {
     let now = Utc::now();
     let claimed = store
-        .claim(&ClaimRequest {
-            instance_id: "prop",
-            now,
-            lease: Duration::from_secs(30),
-            due_by: now,
-            stale_after: Duration::from_secs(1800),
-            limit: 100,
-        })
+        .claim(&claim_at("prop", now, 100))
         .await
         .map_err(|e| format!("claim: {e:#}"))?;
     let writes: Vec<OutcomeWrite> = claimed
         .rows
         .iter()
-        .map(|row| OutcomeWrite::Finish {
-            id: row.id,
-            state: State::Deleted,
-            charge: true,
-            http_status: Some(200),
-            api_code: None,
-            error: None,
-            attempted_at: Some(now),
-            next_attempt_at: None,
-            decided_at: now,
-        })
+        .map(|row| finished(row.id, State::Deleted, now))
         .collect();
     store
         .write_outcomes("prop", &writes)

@@ -1,9 +1,7 @@
 //! Broken configurations: exit 78, one line per problem naming the key and where it came from,
 //! no panic, no stack trace.
 
-use std::io::Write;
-
-use crate::helpers::{run_daemon, text};
+use crate::helpers::{config_file, run_daemon, text};
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -123,14 +121,7 @@ async fn every_broken_setting_exits_78_with_one_line_per_problem_naming_key_and_
 
 #[tokio::test]
 async fn problems_in_a_file_name_the_file_and_a_missing_file_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("reaper.toml");
-    let mut file = std::fs::File::create(&path).unwrap();
-    writeln!(
-        file,
-        "[api]\napikey = \"k\"\ndata_center = \"zz\"\n[worker]\nconcurrency = 0\nfoo = 1"
-    )
-    .unwrap();
+    let (dir, path) = config_file("[api]\napikey = \"k\"\ndata_center = \"zz\"\n[worker]\nconcurrency = 0\nfoo = 1\n");
     let shown = path.display().to_string();
     let output = run_daemon(&["--config", &shown, "check-config"], &[]).await;
     let from_file = format!("(from file {shown})");
@@ -160,13 +151,7 @@ async fn problems_in_a_file_name_the_file_and_a_missing_file_is_an_error() {
 
 #[tokio::test]
 async fn variables_override_the_file_and_nest_with_double_underscores() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("reaper.toml");
-    std::fs::write(
-        &path,
-        "[worker]\nconcurrency = 4\nburst = 7\n[api]\napikey = \"from-file-key\"\n",
-    )
-    .unwrap();
+    let (_dir, path) = config_file("[worker]\nconcurrency = 4\nburst = 7\n[api]\napikey = \"from-file-key\"\n");
     let env = env(&[("SESSION_REAPER_WORKER__CONCURRENCY", "32")]);
     let output = run_daemon(&["--config", &path.display().to_string(), "check-config"], &env).await;
     let stdout = String::from_utf8_lossy(&output.stdout);

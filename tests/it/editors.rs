@@ -9,7 +9,7 @@ use chrono::Utc;
 use session_reaper::editor::Editor;
 use session_reaper::store::{SessionRow, State};
 
-use crate::helpers::{APIKEY, TestDb, backends, daemon, daemon_env, run_daemon, standin, text};
+use crate::helpers::{APIKEY, TestDb, backends, daemon, daemon_env, run_daemon, standin, text, untouched};
 
 /// Ids of `editor`'s sessions, `n` of them, with a scenario prefix (`""` for plain success).
 fn ids(editor: Editor, prefix: &str, n: usize) -> Vec<String> {
@@ -18,9 +18,50 @@ fn ids(editor: Editor, prefix: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// `n` sessions of every editor (see `ids`), due now.
+async fn enqueue_for_each_editor(db: &TestDb, prefix: &str, n: usize) {
+    for editor in Editor::ALL {
+        db.store
+            .enqueue_editor(&ids(editor, prefix, n), editor, Utc::now())
+            .await
+            .unwrap();
+    }
+}
+
 async fn rows_of(db: &TestDb, editor: Editor) -> Vec<SessionRow> {
     let rows = db.store.rows().await.unwrap();
     rows.into_iter().filter(|r| r.editor == editor).collect()
+}
+
+/// `run --once` with `env`, which must exit with `code`; its output.
+async fn run_once_exiting(db: &TestDb, editor: Editor, env: &[(String, String)], code: i32) -> std::process::Output {
+    let output = run_daemon(&["run", "--once"], env).await;
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{}: {editor}: {}",
+        db.name(),
+        text(&output)
+    );
+    output
+}
+
+/// The run logged the pause `message` once, naming the editor's own API `code`.
+fn assert_paused_once(db: &TestDb, editor: Editor, output: &std::process::Output, message: &str, code: &str) {
+    let paused = log_lines(&output.stderr, message);
+    let code: i64 = code.parse().unwrap();
+    assert_eq!(paused.len(), 1, "{}: {editor}: {}", db.name(), text(output));
+    assert_eq!(paused[0]["api_code"], code, "{}: {editor}", db.name());
+}
+
+/// Every row of `editor` is deleted, with one attempt each.
+async fn assert_deleted_with_one_attempt(db: &TestDb, editor: Editor) {
+    let rows = rows_of(db, editor).await;
+    assert!(
+        rows.iter().all(|r| r.state == State::Deleted && r.attempts == 1),
+        "{}: {editor}: {rows:?}",
+        db.name()
+    );
 }
 
 /// The `fields` of every JSON log line with this message.
@@ -38,12 +79,7 @@ async fn each_editor_is_sent_to_its_own_path_and_its_success_shape_counts_as_del
     for db in backends().await {
         // Arrange: three sessions of each editor.
         let api = standin().await;
-        for editor in Editor::ALL {
-            db.store
-                .enqueue_editor(&ids(editor, "", 3), editor, Utc::now())
-                .await
-                .unwrap();
-        }
+        enqueue_for_each_editor(&db, "", 3).await;
         let env = daemon_env(&db.url, &api.base_url(), APIKEY);
 
         // Act
@@ -103,12 +139,7 @@ async fn only_writer_reads_1833_as_gone_the_other_editors_retry_it() {
     for db in backends().await {
         // Arrange: a session the stand-in answers 1833 for, per editor.
         let api = standin().await;
-        for editor in Editor::ALL {
-            db.store
-                .enqueue_editor(&ids(editor, "gone-", 1), editor, Utc::now())
-                .await
-                .unwrap();
-        }
+        enqueue_for_each_editor(&db, "gone-", 1).await;
         let env = daemon_env(&db.url, &api.base_url(), APIKEY);
 
         // Act: one pass (retries scheduled for later wait for the next one).
@@ -144,24 +175,15 @@ async fn a_rejected_key_of_any_editor_pauses_the_pool_and_charges_nothing() {
             db.store.enqueue_editor(&sessions, editor, Utc::now()).await.unwrap();
             let wrong = daemon_env(&db.url, &api.base_url(), "not-the-key");
 
-            // Act
-            let output = run_daemon(&["run", "--once"], &wrong).await;
-
-            // Assert: exit 77 from the editor's own code, the rows untouched.
-            assert_eq!(
-                output.status.code(),
-                Some(77),
-                "{}: {editor}: {}",
-                db.name(),
-                text(&output)
-            );
-            let paused = log_lines(
-                &output.stderr,
+            // Act, and Assert: exit 77 from the editor's own code, the rows untouched.
+            let output = run_once_exiting(&db, editor, &wrong, 77).await;
+            assert_paused_once(
+                &db,
+                editor,
+                &output,
                 "the API rejected the apikey: all calls stopped, rows untouched; fix api.apikey",
+                editor.key_rejected_code(),
             );
-            let code: i64 = editor.key_rejected_code().parse().unwrap();
-            assert_eq!(paused.len(), 1, "{}: {editor}: {}", db.name(), text(&output));
-            assert_eq!(paused[0]["api_code"], code, "{}: {editor}", db.name());
             let requests = api.state.requests();
             assert!(
                 requests
@@ -169,33 +191,14 @@ async fn a_rejected_key_of_any_editor_pauses_the_pool_and_charges_nothing() {
                     .all(|r| r.path.starts_with(&format!("/{}/", editor.sessions_path()[0]))),
                 "{requests:?}"
             );
-            for row in db
-                .store
-                .rows()
-                .await
-                .unwrap()
-                .iter()
-                .filter(|r| sessions.contains(&r.session_id))
-            {
-                assert_eq!((row.state, row.attempts), (State::Pending, 0), "{}: {row:?}", db.name());
-                assert!(row.lease_owner.is_none(), "{}: {row:?}", db.name());
+            let rows = db.store.rows().await.unwrap();
+            for row in rows.iter().filter(|r| sessions.contains(&r.session_id)) {
+                assert!(untouched(row), "{}: {row:?}", db.name());
             }
 
             // And with the right key, they go.
-            let output = run_daemon(&["run", "--once"], &daemon_env(&db.url, &api.base_url(), APIKEY)).await;
-            assert_eq!(
-                output.status.code(),
-                Some(0),
-                "{}: {editor}: {}",
-                db.name(),
-                text(&output)
-            );
-            assert!(
-                rows_of(&db, editor)
-                    .await
-                    .iter()
-                    .all(|r| r.state == State::Deleted && r.attempts == 1)
-            );
+            run_once_exiting(&db, editor, &daemon_env(&db.url, &api.base_url(), APIKEY), 0).await;
+            assert_deleted_with_one_attempt(&db, editor).await;
         }
         db.cleanup().await;
     }
@@ -212,41 +215,23 @@ async fn a_spent_quota_of_any_editor_pauses_the_pool_and_charges_nothing() {
             db.store.enqueue_editor(&sessions, editor, Utc::now()).await.unwrap();
             let env = daemon_env(&db.url, &api.base_url(), APIKEY);
 
-            // Act
-            let output = run_daemon(&["run", "--once"], &env).await;
-
-            // Assert: exit 75 (rows left for the next run) on the editor's own quota code.
-            assert_eq!(
-                output.status.code(),
-                Some(75),
-                "{}: {editor}: {}",
-                db.name(),
-                text(&output)
+            // Act, and Assert: exit 75 (rows left for the next run) on the editor's own quota code.
+            let output = run_once_exiting(&db, editor, &env, 75).await;
+            assert_paused_once(
+                &db,
+                editor,
+                &output,
+                "the account's API quota is spent: all calls paused",
+                editor.quota_code(),
             );
-            let paused = log_lines(&output.stderr, "the account's API quota is spent: all calls paused");
-            let code: i64 = editor.quota_code().parse().unwrap();
-            assert_eq!(paused.len(), 1, "{}: {editor}: {}", db.name(), text(&output));
-            assert_eq!(paused[0]["api_code"], code, "{}: {editor}", db.name());
             for row in rows_of(&db, editor).await {
                 assert_eq!((row.state, row.attempts), (State::Pending, 0), "{}: {row:?}", db.name());
             }
 
             // Quota back: deleted, one attempt each.
             api.state.set_quota_spent(false);
-            let output = run_daemon(&["run", "--once"], &env).await;
-            assert_eq!(
-                output.status.code(),
-                Some(0),
-                "{}: {editor}: {}",
-                db.name(),
-                text(&output)
-            );
-            assert!(
-                rows_of(&db, editor)
-                    .await
-                    .iter()
-                    .all(|r| r.state == State::Deleted && r.attempts == 1)
-            );
+            run_once_exiting(&db, editor, &env, 0).await;
+            assert_deleted_with_one_attempt(&db, editor).await;
         }
         db.cleanup().await;
     }
@@ -494,11 +479,10 @@ async fn a_sqlite_source_feeds_the_daemon_read_only_on_either_backend() {
 
 #[tokio::test]
 async fn a_postgres_source_feeds_a_daemon_on_sqlite() {
-    let Some(app) = TestDb::postgres_with(false).await else {
+    // Arrange: the application's table in its own PostgreSQL database.
+    let Some((app, pool)) = TestDb::postgres_for_the_application().await else {
         return;
     };
-    // Arrange: the application's table in its own PostgreSQL database.
-    let pool = sqlx::PgPool::connect(&app.url).await.unwrap();
     sqlx::query("CREATE TABLE app_sessions (sid TEXT PRIMARY KEY, kind TEXT, last_seen TIMESTAMPTZ NOT NULL)")
         .execute(&pool)
         .await

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::helpers::{
-    APIKEY, Daemon, TestDb, backends, daemon, daemon_env, free_port, run_daemon, standin, text, wait_for_requests,
+    APIKEY, Daemon, TestDb, backends, claim_at, daemon, daemon_env, daemon_env_with, enqueue_numbered, free_port,
+    run_daemon, standin, text, untouched, wait_for_requests,
 };
 
 #[tokio::test]
@@ -16,8 +17,7 @@ async fn two_sigterms_as_timeout_sends_them_still_stop_gracefully() {
     // Arrange
     let api = standin().await;
     api.state.set_latency(Duration::from_millis(500));
-    let ids: Vec<String> = (0..40).map(|i| format!("twice{i:03}")).collect();
-    db.store.enqueue(&ids, Utc::now()).await.unwrap();
+    enqueue_numbered(&db, "twice", 40).await;
     let child = Daemon::start(&mut daemon(&["run"], &daemon_env(&db.url, &api.base_url(), APIKEY)));
     wait_for_requests(&api, 4).await;
 
@@ -71,10 +71,8 @@ async fn shutdown_is_bounded_by_the_grace_while_the_database_is_locked() {
         // Arrange: requests in flight, then the application locks everything.
         let api = standin().await;
         api.state.set_latency(Duration::from_millis(1500));
-        let ids: Vec<String> = (0..40).map(|i| format!("locked{i:03}")).collect();
-        db.store.enqueue(&ids, Utc::now()).await.unwrap();
-        let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
-        env.push(("SESSION_REAPER_SHUTDOWN__GRACE".into(), "3s".into()));
+        enqueue_numbered(&db, "locked", 40).await;
+        let env = daemon_env_with(&db.url, &api.base_url(), APIKEY, &[("shutdown.grace", "3s")]);
         let child = Daemon::start(&mut daemon(&["run"], &env));
         wait_for_requests(&api, 4).await;
         let lock = hold_lock(&db).await;
@@ -149,8 +147,7 @@ async fn run_once_exits_69_when_the_database_stays_unreachable() {
 async fn run_once_exits_77_on_a_rejected_key_and_75_on_a_spent_quota_leaving_rows_untouched() {
     for db in backends().await {
         let api = standin().await;
-        let ids: Vec<String> = (0..20).map(|i| format!("acct{i:03}")).collect();
-        db.store.enqueue(&ids, Utc::now()).await.unwrap();
+        enqueue_numbered(&db, "acct", 20).await;
 
         // A wrong key.
         let wrong = daemon_env(&db.url, &api.base_url(), "not-the-key");
@@ -165,13 +162,7 @@ async fn run_once_exits_77_on_a_rejected_key_and_75_on_a_spent_quota_leaving_row
 
         // Rows untouched: still pending, nothing charged, nothing leased.
         let rows = db.store.rows().await.unwrap();
-        assert!(
-            rows.iter().all(|r| r.state == session_reaper::store::State::Pending
-                && r.attempts == 0
-                && r.lease_owner.is_none()),
-            "{}: {rows:?}",
-            db.name()
-        );
+        assert!(rows.iter().all(untouched), "{}: {rows:?}", db.name());
 
         // And once the quota is back, a pass deletes everything and exits 0.
         api.state.set_quota_spent(false);
@@ -183,11 +174,10 @@ async fn run_once_exits_77_on_a_rejected_key_and_75_on_a_spent_quota_leaving_row
 
 #[tokio::test]
 async fn migrations_blocked_by_the_applications_lock_give_up_naming_the_holder() {
-    let Some(db) = TestDb::postgres_with(false).await else {
+    // Arrange: the application's own table exists and it holds it locked.
+    let Some((db, pool)) = TestDb::postgres_for_the_application().await else {
         return;
     };
-    // Arrange: the application's own table exists and it holds it locked.
-    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     sqlx::raw_sql(
         "CREATE TABLE reaper_sessions (id BIGSERIAL PRIMARY KEY, session_id TEXT NOT NULL UNIQUE,
              state TEXT NOT NULL DEFAULT 'pending', delete_after TIMESTAMPTZ DEFAULT now())",
@@ -275,22 +265,9 @@ async fn a_removed_sqlite_file_is_noticed_once_and_reported_not_ready() {
 async fn lease_renewal_skips_a_row_the_application_holds_locked() {
     let Some(db) = TestDb::postgres().await else { return };
     // Arrange: three rows claimed by us; the application locks one of them.
-    let ids: Vec<String> = (0..3).map(|i| format!("renew{i}")).collect();
-    db.store.enqueue(&ids, Utc::now()).await.unwrap();
+    enqueue_numbered(&db, "renew", 3).await;
     let now = Utc::now();
-    let claimed = db
-        .store
-        .claim(&session_reaper::store::ClaimRequest {
-            instance_id: "me",
-            now,
-            lease: Duration::from_secs(30),
-            due_by: now,
-            stale_after: Duration::from_secs(1800),
-            limit: 10,
-        })
-        .await
-        .unwrap()
-        .rows;
+    let claimed = db.store.claim(&claim_at("me", now, 10)).await.unwrap().rows;
     let held: Vec<i64> = claimed.iter().map(|r| r.id).collect();
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let mut app = pool.begin().await.unwrap();

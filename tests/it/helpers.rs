@@ -3,9 +3,10 @@
 
 use std::process::{Command, Output, Stdio};
 
+use chrono::{DateTime, Utc};
 use session_reaper::config::{self, Config, Sources};
 use session_reaper::standin::StandIn;
-use session_reaper::store::Store;
+use session_reaper::store::{ClaimRequest, OutcomeWrite, SessionRow, State, Store};
 use testkit::{DaemonEnv, PgDatabase, SqliteFile};
 
 /// The apikey the stand-in accepts in tests.
@@ -62,6 +63,14 @@ impl TestDb {
         })
     }
 
+    /// A fresh PostgreSQL database without the daemon's schema, and a pool on it for the test's
+    /// own SQL (what the application does); `None` as for `postgres`.
+    pub async fn postgres_for_the_application() -> Option<(Self, sqlx::PgPool)> {
+        let db = Self::postgres_with(false).await?;
+        let pool = sqlx::PgPool::connect(&db.url).await.expect("connect PostgreSQL");
+        Some((db, pool))
+    }
+
     /// Drops the per-test PostgreSQL database now (SQLite files go with their temp dir). Without
     /// it, the database is dropped when the `TestDb` is, also when a test panics.
     pub async fn cleanup(self) {
@@ -83,6 +92,94 @@ pub async fn standin() -> StandIn {
     testkit::start_standin(APIKEY).await.expect("start stand-in")
 }
 
+/// The lease a test's claim takes.
+pub const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a row without `delete_after` waits after its last activity, in a test's claim.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// A claim by `owner` at `now` of at most `limit` due rows.
+pub fn claim_at(owner: &str, now: DateTime<Utc>, limit: u32) -> ClaimRequest<'_> {
+    ClaimRequest {
+        instance_id: owner,
+        now,
+        lease: LEASE,
+        due_by: now,
+        stale_after: STALE_AFTER,
+        limit,
+    }
+}
+
+/// The outcome of a 200 answer at `at`: the row made `state`, one attempt charged.
+pub fn finished(id: i64, state: State, at: DateTime<Utc>) -> OutcomeWrite {
+    OutcomeWrite::Finish {
+        id,
+        state,
+        charge: true,
+        http_status: Some(200),
+        api_code: None,
+        error: None,
+        attempted_at: Some(at),
+        next_attempt_at: None,
+        decided_at: at,
+    }
+}
+
+/// `n` session ids: `prefix00000`, `prefix00001`, ...
+pub fn numbered(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i:05}")).collect()
+}
+
+/// `n` numbered sessions (see `numbered`) enqueued due now; their ids.
+pub async fn enqueue_numbered(db: &TestDb, prefix: &str, n: usize) -> Vec<String> {
+    let ids = numbered(prefix, n);
+    db.store.enqueue(&ids, chrono::Utc::now()).await.expect("enqueue");
+    ids
+}
+
+/// Whether the daemon left `row` as the application wrote it: pending, no attempt charged, not
+/// leased.
+pub fn untouched(row: &SessionRow) -> bool {
+    row.state == State::Pending && row.attempts == 0 && row.lease_owner.is_none()
+}
+
+/// The keys `status --json` and `/status.json` share (`status --json` adds `database`).
+pub const STATUS_KEYS: [&str; 12] = [
+    "pending",
+    "retrying",
+    "deleted",
+    "gone",
+    "failed",
+    "invalid",
+    "in_flight",
+    "oldest_due_age_seconds",
+    "last_success",
+    "last_error",
+    "last_error_at",
+    "instances",
+];
+
+/// GET on loopback, retried (at most 15 s) while the listener comes up; (status, body).
+pub async fn get(port: u16, path: &str) -> (u16, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match reqwest::get(format!("http://127.0.0.1:{port}{path}")).await {
+            Ok(response) => return (response.status().as_u16(), response.text().await.unwrap()),
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "GET {path}: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// `reaper.toml` holding `contents` in a new temporary folder, which goes with the returned guard.
+pub fn config_file(contents: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("reaper.toml");
+    std::fs::write(&path, contents).expect("write the configuration file");
+    (dir, path)
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     testkit::free_port().expect("free port")
@@ -90,7 +187,13 @@ pub fn free_port() -> u16 {
 
 /// Environment for a daemon run against `db` and `api`, fast retries, JSON logs at debug.
 pub fn daemon_env(db_url: &str, api_base: &str, apikey: &str) -> Vec<(String, String)> {
-    DaemonEnv::new(db_url, api_base, apikey)
+    daemon_env_with(db_url, api_base, apikey, &[])
+}
+
+/// `daemon_env` with more configuration keys, named as in the file (`worker.lease`), set or
+/// replaced.
+pub fn daemon_env_with(db_url: &str, api_base: &str, apikey: &str, keys: &[(&str, &str)]) -> Vec<(String, String)> {
+    let env = DaemonEnv::new(db_url, api_base, apikey)
         .set("api.timeout", "20s")
         .set("worker.concurrency", 8)
         .set("worker.rate_per_second", 1000)
@@ -100,7 +203,9 @@ pub fn daemon_env(db_url: &str, api_base: &str, apikey: &str) -> Vec<(String, St
         .set("retry.max_delay", "100ms")
         .set("retry.max_attempts", 4)
         .set("shutdown.grace", "5s")
-        .set("log.level", "debug")
+        .set("log.level", "debug");
+    keys.iter()
+        .fold(env, |env, (key, value)| env.set(key, value))
         .into_vars()
 }
 

@@ -14,6 +14,8 @@ mod helpers;
 mod operations;
 mod operator;
 mod page;
+mod read_only;
+mod recovery;
 mod replicas;
 mod shutdown;
 mod store;

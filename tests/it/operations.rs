@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use session_reaper::store::{OutcomeWrite, State};
 
-use crate::helpers::{APIKEY, Daemon, TestDb, daemon, daemon_env, free_port, run_daemon, standin, text};
+use crate::helpers::{
+    APIKEY, Daemon, TestDb, claim_at, daemon, daemon_env, finished, free_port, get, run_daemon, standin, text,
+};
 
 fn spawn(command: &mut std::process::Command) -> Daemon {
     Daemon::start(command)
@@ -19,20 +21,6 @@ fn sigterm(child: &Daemon) {
 
 async fn finish(child: Daemon) -> std::process::Output {
     child.finish().await
-}
-
-/// GET on loopback, bounded; (status, body).
-async fn get(port: u16, path: &str) -> (u16, String) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match reqwest::get(format!("http://127.0.0.1:{port}{path}")).await {
-            Ok(response) => return (response.status().as_u16(), response.text().await.unwrap()),
-            Err(e) => {
-                assert!(Instant::now() < deadline, "GET {path}: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
 }
 
 #[tokio::test]
@@ -239,32 +227,10 @@ async fn requeue_moves_failed_rows_back_and_prune_deletes_old_finished_rows() {
 
     // Prune: only final rows finished before the cutoff go.
     let old = Utc::now() - chrono::Duration::days(40);
-    let claimed = db
-        .store
-        .claim(&session_reaper::store::ClaimRequest {
-            instance_id: "test",
-            now: Utc::now(),
-            lease: Duration::from_secs(30),
-            due_by: Utc::now(),
-            stale_after: Duration::from_secs(60),
-            limit: 2,
-        })
-        .await
-        .unwrap()
-        .rows;
+    let claimed = db.store.claim(&claim_at("test", Utc::now(), 2)).await.unwrap().rows;
     let writes: Vec<OutcomeWrite> = claimed
         .iter()
-        .map(|row| OutcomeWrite::Finish {
-            id: row.id,
-            state: State::Deleted,
-            charge: true,
-            http_status: Some(200),
-            api_code: None,
-            error: None,
-            attempted_at: Some(old),
-            next_attempt_at: None,
-            decided_at: old,
-        })
+        .map(|row| finished(row.id, State::Deleted, old))
         .collect();
     db.store.write_outcomes("test", &writes).await.unwrap();
     let output = run_daemon(&["prune", "--older-than", "30d"], &env).await;

@@ -12,7 +12,9 @@ use figment::providers::Format;
 use session_reaper::store::State;
 use sqlx::Connection;
 
-use crate::helpers::{APIKEY, TestDb, backends, daemon, daemon_env, run_daemon, standin, text};
+use crate::helpers::{
+    APIKEY, STATUS_KEYS, TestDb, backends, config_file, daemon, daemon_env, run_daemon, standin, text,
+};
 
 /// A live-looking session id: hex, 45 characters, like the API's samples.
 const LIVE_ID: &str = "58530adf0c1d4e7f9a2b3c4d5e6f708192a3b4c5d6e7f";
@@ -309,21 +311,7 @@ async fn status_names_the_database_shows_ages_in_human_units_and_leaves_the_file
     );
     assert!(shown.contains("pending    1"), "{shown}");
     let json: serde_json::Value = serde_json::from_slice(&as_json.stdout).unwrap();
-    for key in [
-        "database",
-        "pending",
-        "retrying",
-        "deleted",
-        "gone",
-        "failed",
-        "invalid",
-        "in_flight",
-        "oldest_due_age_seconds",
-        "last_success",
-        "last_error",
-        "last_error_at",
-        "instances",
-    ] {
+    for key in std::iter::once("database").chain(STATUS_KEYS) {
         assert!(json.get(key).is_some(), "no {key} in {json}");
     }
     assert_eq!(json["database"], db.url);
@@ -645,13 +633,7 @@ async fn other_session_reaper_variables_are_not_configuration_but_a_misspelt_key
 #[tokio::test]
 async fn check_config_prints_toml_with_each_source_that_loads_back_unchanged() {
     // Arrange
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("reaper.toml");
-    std::fs::write(
-        &file,
-        "[worker]\nburst = 7\n[log]\nlevel = \"info,session_reaper=debug\"\n",
-    )
-    .unwrap();
+    let (dir, file) = config_file("[worker]\nburst = 7\n[log]\nlevel = \"info,session_reaper=debug\"\n");
     let shown_file = file.display().to_string();
     let env = vec![
         ("SESSION_REAPER_API__APIKEY".to_owned(), "k-1".to_owned()),

@@ -6,45 +6,17 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::Value;
-use session_reaper::store::{ClaimRequest, OutcomeWrite, State};
+use session_reaper::store::{OutcomeWrite, State};
 
-use crate::helpers::{APIKEY, Daemon, backends, daemon, daemon_env, free_port, run_daemon, standin, text};
-
-/// The keys `/status.json` shares with `status --json`.
-const SHARED: [&str; 12] = [
-    "pending",
-    "retrying",
-    "deleted",
-    "gone",
-    "failed",
-    "invalid",
-    "in_flight",
-    "oldest_due_age_seconds",
-    "last_success",
-    "last_error",
-    "last_error_at",
-    "instances",
-];
+use crate::helpers::{
+    APIKEY, Daemon, STATUS_KEYS, backends, claim_at, daemon, daemon_env, free_port, get, run_daemon, standin, text,
+};
 
 /// The error text a row ends with before the daemon starts: markup the page must not render.
 const HOSTILE: &str = "<script>alert('page')</script><img src=x onerror=alert(1)> & \"quoted\"";
 
-/// GET on loopback, retried while the listener comes up; (status, body).
-async fn get(port: u16, path: &str) -> (u16, String) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match reqwest::get(format!("http://127.0.0.1:{port}{path}")).await {
-            Ok(response) => return (response.status().as_u16(), response.text().await.unwrap()),
-            Err(e) => {
-                assert!(Instant::now() < deadline, "GET {path}: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
 fn shared(json: &Value) -> Vec<(&'static str, Value)> {
-    SHARED.iter().map(|key| (*key, json[*key].clone())).collect()
+    STATUS_KEYS.iter().map(|key| (*key, json[*key].clone())).collect()
 }
 
 #[tokio::test]
@@ -56,19 +28,7 @@ async fn the_status_page_shows_the_counts_escapes_errors_hides_session_ids_and_m
             .enqueue(std::slice::from_ref(&hostile_id), Utc::now())
             .await
             .unwrap();
-        let claimed = db
-            .store
-            .claim(&ClaimRequest {
-                instance_id: "test",
-                now: Utc::now(),
-                lease: Duration::from_secs(30),
-                due_by: Utc::now(),
-                stale_after: Duration::from_secs(60),
-                limit: 1,
-            })
-            .await
-            .unwrap()
-            .rows;
+        let claimed = db.store.claim(&claim_at("test", Utc::now(), 1)).await.unwrap().rows;
         assert_eq!(claimed.len(), 1);
         let attempted = Utc::now() - chrono::Duration::minutes(5);
         let write = OutcomeWrite::Finish {

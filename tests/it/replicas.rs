@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use session_reaper::store::{State, Store};
 
-use crate::helpers::{APIKEY, Daemon, TestDb, backends, daemon, daemon_env, standin, text};
+use crate::helpers::{
+    APIKEY, Daemon, TestDb, backends, daemon, daemon_env, daemon_env_with, enqueue_numbered, standin, text,
+};
 
 fn spawn(env: &[(String, String)], args: &[&str]) -> Daemon {
     Daemon::start(&mut daemon(args, env))
@@ -32,8 +34,7 @@ async fn wait_rows(
 async fn three_replicas_on_one_table_delete_every_session_exactly_once() {
     for db in backends().await {
         let api = standin().await;
-        let ids: Vec<String> = (0..3000).map(|i| format!("rep{i:05}")).collect();
-        db.store.enqueue(&ids, Utc::now()).await.unwrap();
+        let ids = enqueue_numbered(&db, "rep", 3000).await;
         let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
         env.push(("SESSION_REAPER_WORKER__RATE_PER_SECOND".into(), "100000".into()));
         env.push(("SESSION_REAPER_WORKER__BURST".into(), "1000".into()));
@@ -66,11 +67,13 @@ async fn a_killed_replicas_rows_are_taken_over_within_two_leases() {
         // Arrange: replica A holds rows in slow requests when it dies.
         let api = standin().await;
         api.state.set_latency(Duration::from_secs(30));
-        let ids: Vec<String> = (0..4).map(|i| format!("held{i}")).collect();
-        db.store.enqueue(&ids, Utc::now()).await.unwrap();
-        let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
-        env.push(("SESSION_REAPER_WORKER__LEASE".into(), "2s".into()));
-        env.push(("SESSION_REAPER_API__TIMEOUT".into(), "60s".into()));
+        enqueue_numbered(&db, "held", 4).await;
+        let env = daemon_env_with(
+            &db.url,
+            &api.base_url(),
+            APIKEY,
+            &[("worker.lease", "2s"), ("api.timeout", "60s")],
+        );
         let a = spawn(&env, &["run"]);
         let leased = wait_rows(&db.store, Duration::from_secs(15), |rows| {
             rows.iter().all(|r| r.lease_owner.is_some())

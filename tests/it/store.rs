@@ -4,26 +4,12 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use session_reaper::store::{ClaimRequest, OutcomeWrite, SessionRow, State, Store};
+use session_reaper::store::{OutcomeWrite, SessionRow, State, Store};
 
-use crate::helpers::backends;
-
-const LEASE: Duration = Duration::from_secs(30);
-const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+use crate::helpers::{STALE_AFTER, backends, claim_at, finished};
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap()
-}
-
-fn claim_at<'a>(owner: &'a str, now: DateTime<Utc>, limit: u32) -> ClaimRequest<'a> {
-    ClaimRequest {
-        instance_id: owner,
-        now,
-        lease: LEASE,
-        due_by: now,
-        stale_after: STALE_AFTER,
-        limit,
-    }
 }
 
 fn ids(n: usize) -> Vec<String> {
@@ -38,20 +24,6 @@ async fn row(store: &Store, session_id: &str) -> SessionRow {
         .into_iter()
         .find(|r| r.session_id == session_id)
         .expect("row exists")
-}
-
-fn finish(id: i64, state: State, at: DateTime<Utc>) -> OutcomeWrite {
-    OutcomeWrite::Finish {
-        id,
-        state,
-        charge: true,
-        http_status: Some(200),
-        api_code: None,
-        error: None,
-        attempted_at: Some(at),
-        next_attempt_at: None,
-        decided_at: at,
-    }
 }
 
 #[tokio::test]
@@ -139,7 +111,7 @@ async fn an_expired_lease_is_taken_over_and_counted() {
         assert!(rescued[0].taken_over, "{}: takeover not flagged", db.name());
         // The crashed worker's late outcome must not overwrite the rescuer's lease.
         let late = store
-            .write_outcomes("crashed", &[finish(crashed[0].id, State::Deleted, after)])
+            .write_outcomes("crashed", &[finished(crashed[0].id, State::Deleted, after)])
             .await
             .unwrap();
         assert_eq!(late, 0, "{}: a lost lease still wrote its outcome", db.name());
@@ -257,7 +229,7 @@ async fn outcomes_are_recorded_with_attempts_times_and_the_last_answer() {
             .write_outcomes(
                 "me",
                 &[
-                    finish(claimed[0].id, State::Deleted, at),
+                    finished(claimed[0].id, State::Deleted, at),
                     OutcomeWrite::Finish {
                         id: claimed[1].id,
                         state: State::Retrying,
@@ -325,11 +297,11 @@ async fn a_finished_row_is_never_written_again() {
         store.enqueue(&ids(1), t0()).await.unwrap();
         let claimed = store.claim(&claim_at("me", t0(), 1)).await.unwrap().rows;
         store
-            .write_outcomes("me", &[finish(claimed[0].id, State::Gone, t0())])
+            .write_outcomes("me", &[finished(claimed[0].id, State::Gone, t0())])
             .await
             .unwrap();
         let again = store
-            .write_outcomes("me", &[finish(claimed[0].id, State::Deleted, t0())])
+            .write_outcomes("me", &[finished(claimed[0].id, State::Deleted, t0())])
             .await
             .unwrap();
         assert_eq!(again, 0, "{}", db.name());
@@ -346,7 +318,7 @@ async fn enqueue_ignores_duplicates_and_status_counts_states() {
         assert_eq!(store.enqueue(&ids(6), t0()).await.unwrap(), 2, "{}", db.name());
         let claimed = store.claim(&claim_at("me", t0(), 2)).await.unwrap().rows;
         store
-            .write_outcomes("me", &[finish(claimed[0].id, State::Deleted, t0())])
+            .write_outcomes("me", &[finished(claimed[0].id, State::Deleted, t0())])
             .await
             .unwrap();
         let status = store

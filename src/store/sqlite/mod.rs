@@ -10,6 +10,7 @@ mod operator;
 mod outcomes;
 mod page;
 mod reports;
+mod watch;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, SqlitePool};
 
+use self::watch::{FileWatch, is_read_only};
 use super::rows::{self, ReadRow};
 use super::types::{self as types};
 use super::types::{Claimed, Renewal, SetAside};
@@ -109,55 +111,6 @@ fn from_sqlite_text(text: &str) -> Option<DateTime<Utc>> {
     .map(|t| t.and_utc())
 }
 
-/// Which file the database path names, so that a connection to a file that was replaced or
-/// removed since it was opened is never reused: every acquire compares the path's identity
-/// (device, inode) with the one seen before, and connections opened before a change are closed.
-/// New connections then open whatever the path names now, or fail while nothing is there.
-#[derive(Debug)]
-struct FileWatch {
-    path: std::path::PathBuf,
-    seen: std::sync::Mutex<(Option<(u64, u64)>, std::time::Instant)>,
-}
-
-impl FileWatch {
-    fn new(path: &std::path::Path) -> Self {
-        Self {
-            path: path.to_owned(),
-            seen: std::sync::Mutex::new((identity(path), std::time::Instant::now())),
-        }
-    }
-
-    /// Whether a connection opened `age` ago still reaches the file the path names.
-    fn still_current(&self, age: Duration) -> bool {
-        let now = identity(&self.path);
-        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if now != seen.0 {
-            match now {
-                None => tracing::error!(path = %self.path.display(),
-                    "the SQLite database file is gone: its connections are closed; waiting for it to come back"),
-                Some(_) => tracing::warn!(path = %self.path.display(),
-                    "the SQLite database file was replaced: reopening it"),
-            }
-            *seen = (now, std::time::Instant::now());
-        }
-        now.is_some() && seen.1.elapsed() >= age
-    }
-}
-
-fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
-/// Whether SQLite opened this connection read-only (it does so silently when the file was not
-/// writable at that moment, and stays so for the connection's life).
-async fn is_read_only(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
-    let mut handle = conn.lock_handle().await?;
-    // SAFETY: the handle is a live connection, locked for this call; the name is NUL-terminated.
-    let read_only = unsafe { libsqlite3_sys::sqlite3_db_readonly(handle.as_raw_handle().as_ptr(), c"main".as_ptr()) };
-    Ok(read_only == 1)
-}
-
 impl SqliteStore {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
@@ -182,15 +135,34 @@ impl SqliteStore {
             SqlitePoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(BUSY_TIMEOUT + Duration::from_secs(5))
+                .after_connect({
+                    let watch = watch.clone();
+                    move |_, _| {
+                        // A writer opened while the files cannot be written comes up read-only:
+                        // noted, so that it is replaced once they can.
+                        if writes && let Some(w) = &watch {
+                            w.writable();
+                        }
+                        Box::pin(async { Ok(()) })
+                    }
+                })
                 .before_acquire(move |conn, meta| {
                     let watch = watch.clone();
                     Box::pin(async move {
-                        if watch.is_some_and(|w| !w.still_current(meta.age)) {
+                        let Some(watch) = watch else { return Ok(true) };
+                        if !watch.still_current(meta.age) {
                             return Ok(false);
                         }
+                        if !writes {
+                            return Ok(true);
+                        }
                         // A writer that came up read-only (a read-only spell of the file) is
-                        // replaced rather than kept failing every write until it is recycled.
-                        Ok(!(writes && is_read_only(conn).await?))
+                        // replaced rather than kept failing every write until it is recycled;
+                        // while the spell lasts a new one would come up read-only too.
+                        if !watch.writable() {
+                            return Ok(true);
+                        }
+                        Ok(!watch.unwritable_since(meta.age) && !is_read_only(conn).await?)
                     })
                 })
                 .after_release(|conn, _| Box::pin(async move { Ok(crate::store::reusable(conn)) }))
