@@ -11,13 +11,23 @@ pub struct Health {
     last_tick_ms: AtomicI64,
     /// The API rejected our key and no probe has succeeded since (for `/readyz`).
     key_rejected: AtomicBool,
-    /// The last database round trip succeeded (for `/readyz`); written by the metered store.
+    /// The last database read succeeded (for `/readyz`); written by the metered store.
     database_ok: AtomicBool,
+    /// The last database write succeeded (for `/readyz`): a read that works does not make a
+    /// database that refuses writes (a read-only file) look ready.
+    database_writes_ok: AtomicBool,
     /// The account's pause now in force, if any (`AccountPause as u8`, 0 for none): what
     /// `run --once` exits on instead of waiting it out.
     account_pause: AtomicU8,
     /// The cluster's pause as this replica last saw it (reason, until): `/readyz` shows it.
     cluster_pause: std::sync::Mutex<Option<(String, chrono::DateTime<chrono::Utc>)>>,
+}
+
+/// What a database round trip did, for readiness.
+#[derive(Debug, Clone, Copy)]
+pub enum DatabaseUse {
+    Read,
+    Write,
 }
 
 /// A pause that is the account's, not a row's: it outlasts any single run.
@@ -33,6 +43,7 @@ impl Default for Health {
             last_tick_ms: AtomicI64::new(now_ms()),
             key_rejected: AtomicBool::new(false),
             database_ok: AtomicBool::new(true),
+            database_writes_ok: AtomicBool::new(true),
             account_pause: AtomicU8::new(0),
             cluster_pause: Default::default(),
         }
@@ -50,8 +61,17 @@ impl Health {
         Duration::from_millis(u64::try_from(now_ms() - self.last_tick_ms.load(Relaxed)).unwrap_or(0))
     }
 
-    pub fn set_database_ok(&self, ok: bool) {
-        self.database_ok.store(ok, Relaxed);
+    pub fn set_database_ok(&self, kind: DatabaseUse, ok: bool) {
+        match kind {
+            DatabaseUse::Read => self.database_ok.store(ok, Relaxed),
+            DatabaseUse::Write => {
+                // A write that succeeds proves reads work too.
+                self.database_writes_ok.store(ok, Relaxed);
+                if ok {
+                    self.database_ok.store(true, Relaxed);
+                }
+            }
+        }
     }
 
     pub fn set_key_rejected(&self, rejected: bool) {
@@ -88,7 +108,7 @@ impl Health {
 
     /// Why this process is not ready, if it is not.
     pub fn not_ready(&self) -> Option<&'static str> {
-        if !self.database_ok.load(Relaxed) {
+        if !self.database_ok.load(Relaxed) || !self.database_writes_ok.load(Relaxed) {
             Some("database unreachable")
         } else if self.key_rejected.load(Relaxed) {
             Some("the API rejected the apikey")

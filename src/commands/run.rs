@@ -97,7 +97,7 @@ async fn connect_with_retry(
     loop {
         health.tick();
         let opened = super::open_store(config).await;
-        health.set_database_ok(opened.is_ok());
+        health.set_database_ok(crate::health::DatabaseUse::Write, opened.is_ok());
         match opened {
             Ok(store) => {
                 outage.succeeded();

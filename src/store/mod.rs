@@ -53,7 +53,10 @@ pub struct Store {
 /// Calls the same method on whichever backend this is, through the meter.
 macro_rules! metered {
     ($self:ident, $store:ident => $call:expr) => {
-        $self.meter.record(match &$self.backend {
+        metered!($self, Read, $store => $call)
+    };
+    ($self:ident, $kind:ident, $store:ident => $call:expr) => {
+        $self.meter.record(crate::health::DatabaseUse::$kind, match &$self.backend {
             Backend::Sqlite($store) => $call.await,
             Backend::Postgres($store) => $call.await,
         })
@@ -61,9 +64,9 @@ macro_rules! metered {
 }
 
 impl Meter {
-    fn record<T>(&self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    fn record<T>(&self, kind: crate::health::DatabaseUse, result: anyhow::Result<T>) -> anyhow::Result<T> {
         self.round_trips.inc();
-        self.health.set_database_ok(result.is_ok());
+        self.health.set_database_ok(kind, result.is_ok());
         if result.is_err() {
             self.errors.inc();
         }
@@ -116,7 +119,7 @@ impl Store {
 
     /// Applies the backend's migrations (safe when several replicas start at once).
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        metered!(self, s => s.migrate())
+        metered!(self, Write, s => s.migrate())
     }
 
     /// Refreshes the planner's statistics of the table (PostgreSQL `ANALYZE`; nothing on SQLite).
@@ -125,7 +128,7 @@ impl Store {
     pub async fn refresh_statistics(&self) -> anyhow::Result<()> {
         match &self.backend {
             Backend::Sqlite(_) => Ok(()),
-            Backend::Postgres(s) => self.meter.record(s.analyze().await),
+            Backend::Postgres(s) => self.meter.record(crate::health::DatabaseUse::Write, s.analyze().await),
         }
     }
 
@@ -140,7 +143,7 @@ impl Store {
     /// Leases up to `limit` due rows to `owner`, oldest first.
     /// Rows the daemon cannot read are marked `invalid` in the same claim (`Claimed::set_aside`).
     pub async fn claim(&self, request: &ClaimRequest<'_>) -> anyhow::Result<Claimed> {
-        metered!(self, s => s.claim(request))
+        metered!(self, Write, s => s.claim(request))
     }
 
     /// Whether `instance_id` still holds row `id` and the row is still due at `now` (the
@@ -157,13 +160,13 @@ impl Store {
 
     /// Writes a batch of outcomes in one transaction; returns how many rows the lease let through.
     pub async fn write_outcomes(&self, owner: &str, outcomes: &[OutcomeWrite]) -> anyhow::Result<u64> {
-        metered!(self, s => s.write_outcomes(owner, outcomes))
+        metered!(self, Write, s => s.write_outcomes(owner, outcomes))
     }
 
     /// Extends to `until` the leases `owner` still holds among `ids` (the heartbeat, for the
     /// rows this process has claimed and not yet written back).
     pub async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> anyhow::Result<Renewal> {
-        metered!(self, s => s.renew_leases(owner, ids, until))
+        metered!(self, Write, s => s.renew_leases(owner, ids, until))
     }
 
     /// Inserts Writer session ids due at `now`; existing ids are left alone. Returns how many
@@ -175,7 +178,7 @@ impl Store {
     /// Inserts session ids of `editor` due at `now`; existing ids are left alone (whatever their
     /// editor). Returns how many were new.
     pub async fn enqueue_editor(&self, ids: &[String], editor: Editor, now: DateTime<Utc>) -> anyhow::Result<u64> {
-        metered!(self, s => s.enqueue(ids, editor, now))
+        metered!(self, Write, s => s.enqueue(ids, editor, now))
     }
 
     pub async fn status(&self, now: DateTime<Utc>, stale_after: Duration) -> anyhow::Result<StatusReport> {
@@ -192,12 +195,12 @@ impl Store {
         live_within: Duration,
         forget_after: Duration,
     ) -> anyhow::Result<(i64, budget::BudgetReport)> {
-        metered!(self, s => s.beat(beat, now, live_within, forget_after)).map(|(live, row)| (live, row.report()))
+        metered!(self, Write, s => s.beat(beat, now, live_within, forget_after)).map(|(live, row)| (live, row.report()))
     }
 
     /// Removes this replica's row (clean exit).
     pub async fn remove_instance(&self, instance_id: &str) -> anyhow::Result<()> {
-        metered!(self, s => s.remove_instance(instance_id))
+        metered!(self, Write, s => s.remove_instance(instance_id))
     }
 
     pub async fn instances(&self) -> anyhow::Result<Vec<InstanceRow>> {
@@ -206,18 +209,18 @@ impl Store {
 
     /// Reserves send times from the cluster's budget (or the probe, or nothing while paused).
     pub async fn reserve(&self, request: &budget::ReserveRequest<'_>) -> anyhow::Result<budget::Reservation> {
-        metered!(self, s => s.with_budget(|row| row.decide_reservation(request)))
+        metered!(self, Write, s => s.with_budget(|row| row.decide_reservation(request)))
     }
 
     /// Pauses the whole cluster; returns whether it was not paused already.
     pub async fn record_pause(&self, request: &budget::PauseRequest<'_>) -> anyhow::Result<bool> {
-        metered!(self, s => s.with_budget(|row| row.decide_pause(request)))
+        metered!(self, Write, s => s.with_budget(|row| row.decide_pause(request)))
     }
 
     /// Ends `instance_id`'s probe of the cluster's pause (`succeeded`: the pause is over).
     /// Returns whether it still held the probe.
     pub async fn end_probe(&self, instance_id: &str, succeeded: bool, tolerance_us: i64) -> anyhow::Result<bool> {
-        metered!(self, s => s.end_probe(instance_id, succeeded, tolerance_us))
+        metered!(self, Write, s => s.end_probe(instance_id, succeeded, tolerance_us))
     }
 
     /// The cluster's budget and pause as they stand.
@@ -228,12 +231,12 @@ impl Store {
     /// Moves finished rows back to `pending`, due at `now`, with fresh attempts. Leased rows are
     /// never touched. Returns how many moved.
     pub async fn requeue(&self, which: Requeue<'_>, now: DateTime<Utc>) -> anyhow::Result<u64> {
-        metered!(self, s => s.requeue(which, now))
+        metered!(self, Write, s => s.requeue(which, now))
     }
 
     /// Deletes up to `limit` final rows finished before `cutoff`; call until it returns 0.
     pub async fn prune(&self, cutoff: DateTime<Utc>, limit: u32) -> anyhow::Result<u64> {
-        metered!(self, s => s.prune(cutoff, limit))
+        metered!(self, Write, s => s.prune(cutoff, limit))
     }
 
     /// Open rows, and when the earliest of them was due (for the backlog metrics).
@@ -255,7 +258,7 @@ impl Store {
     /// would: it is deleted once `worker.stale_after` has passed without more activity. For tests
     /// and tools; the daemon itself never calls it.
     pub async fn touch(&self, session_id: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
-        metered!(self, s => s.touch(session_id, at))
+        metered!(self, Write, s => s.touch(session_id, at))
     }
 
     /// Opens the database for `status`: read-only, never created, never migrated (SQLite:
