@@ -2,7 +2,6 @@
 
 mod any_value;
 mod app_data;
-mod budget;
 mod canary;
 mod client;
 mod config;

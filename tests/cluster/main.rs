@@ -1,0 +1,10 @@
+//! The cluster's budget, measured: a test binary of its own, so its timing runs after the main
+//! suite (`it`) instead of beside it, and its tests one at a time. Each starts several daemons
+//! and checks every sliding second of the stand-in's arrivals; other tests on the same two
+//! cores would measure the scheduler more than the budget.
+
+#[allow(dead_code)]
+#[path = "../it/helpers.rs"]
+mod helpers;
+
+mod budget;
