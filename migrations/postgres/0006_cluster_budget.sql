@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS reaper_budget (
     paused_until_us       BIGINT,
     pause_probe           BOOLEAN NOT NULL DEFAULT false,
     paused_by             TEXT,
-    pause_http_status     INTEGER,
+    pause_http_status     BIGINT,
     pause_api_code        BIGINT,
     probe_owner           TEXT,
     probe_until_us        BIGINT

@@ -143,3 +143,35 @@ pub(super) fn budget_row(row: &impl ReadRow) -> anyhow::Result<super::budget::Bu
         read_at: None,
     })
 }
+
+/// Binds the budget row's changeable columns in the order both backends' UPDATE names them
+/// (`rate_per_second` ... `probe_until_us`, 16 values).
+pub(super) fn bind_budget<'q, DB>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    row: &super::budget::BudgetRow,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    DB: sqlx::Database,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> bool: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    query
+        .bind(row.rate_per_second)
+        .bind(row.burst)
+        .bind(row.tat_us)
+        .bind(row.minute_start_us)
+        .bind(row.minute_reserved)
+        .bind(row.last_minute_reserved)
+        .bind(row.paused)
+        .bind(row.pause_reason.clone())
+        .bind(row.paused_since_us)
+        .bind(row.paused_until_us)
+        .bind(row.pause_probe)
+        .bind(row.paused_by.clone())
+        .bind(row.pause_http_status)
+        .bind(row.pause_api_code)
+        .bind(row.probe_owner.clone())
+        .bind(row.probe_until_us)
+}

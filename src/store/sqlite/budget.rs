@@ -38,30 +38,17 @@ impl SqliteStore {
         let mut row = rows::budget_row(&found)?;
         row.read_at = Some(std::time::Instant::now());
         let decided = decide(&mut row);
-        sqlx::query(
-            "UPDATE reaper_budget SET rate_per_second = ?1, burst = ?2, tat_us = ?3, minute_start_us = ?4,
+        rows::bind_budget(
+            sqlx::query(
+                "UPDATE reaper_budget SET rate_per_second = ?1, burst = ?2, tat_us = ?3, minute_start_us = ?4,
                     minute_reserved = ?5, last_minute_reserved = ?6, paused = ?7, pause_reason = ?8,
                     paused_since_us = ?9, paused_until_us = ?10, pause_probe = ?11, paused_by = ?12,
                     pause_http_status = ?13, pause_api_code = ?14, probe_owner = ?15, probe_until_us = ?16,
                     version = version + 1
               WHERE id = 1",
+            ),
+            &row,
         )
-        .bind(row.rate_per_second)
-        .bind(row.burst)
-        .bind(row.tat_us)
-        .bind(row.minute_start_us)
-        .bind(row.minute_reserved)
-        .bind(row.last_minute_reserved)
-        .bind(row.paused)
-        .bind(&row.pause_reason)
-        .bind(row.paused_since_us)
-        .bind(row.paused_until_us)
-        .bind(row.pause_probe)
-        .bind(&row.paused_by)
-        .bind(row.pause_http_status)
-        .bind(row.pause_api_code)
-        .bind(&row.probe_owner)
-        .bind(row.probe_until_us)
         .execute(&mut *tx)
         .await
         .context("Failed to write the budget row")?;
