@@ -1,5 +1,5 @@
-//! The cluster's budget, measured: a test binary of its own, so its timing runs after the main
-//! suite (`it`) instead of beside it, and its tests one at a time. Each starts several daemons
+//! The cluster's budget, measured: a test binary of its own, so its timing never runs beside the
+//! main suite (`it`; cargo runs test binaries one after another), and its tests one at a time. Each starts several daemons
 //! and checks every sliding second of the stand-in's arrivals; other tests on the same two
 //! cores would measure the scheduler more than the budget.
 
