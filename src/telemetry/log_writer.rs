@@ -6,7 +6,7 @@
 //! replaces, a line is one copy into that buffer instead of an allocation and a channel message,
 //! the thread is woken by the first line into an empty buffer only, and it writes what gathered
 //! with one `write` instead of one per line. At the API's pace the thread first waits `GATHER`
-//! for company, so at 200 deletions a second it wakes ten times a second, not two hundred.
+//! for company, so at 200 deletions a second it wakes twenty times a second, not two hundred.
 //!
 //! When the buffer is full (`CAPACITY`: the reader has been stuck for a while) lines are
 //! dropped, counted, and the count is written when the logs are closed. A kill -9 loses what the
