@@ -9,8 +9,8 @@
 //! for company, so at 200 deletions a second it wakes twenty times a second, not two hundred.
 //!
 //! When the buffer is full (`CAPACITY`: the reader has been stuck for a while) lines are
-//! dropped, counted, and the count is written when the logs are closed. A kill -9 loses what the
-//! buffer holds, at most `GATHER` worth of lines.
+//! dropped, counted, and the count is written after the next lines that get through. A kill -9
+//! loses what the buffer holds: while stderr keeps up, at most `GATHER`'s worth of lines.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
