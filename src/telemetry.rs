@@ -1,9 +1,12 @@
 //! Structured logs: JSON lines by default (one object per event, with the current span's fields),
 //! human-readable with `log.format = "pretty"`.
 
+mod json_lines;
+mod log_writer;
+
 use std::io::IsTerminal;
 
-use tracing_appender::non_blocking::WorkerGuard;
+pub use log_writer::LogGuard;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -19,15 +22,15 @@ const LEVELS: &str = "error, warn, info, debug, trace, off";
 
 /// Installs the global subscriber; logs go to stderr so `status --json` keeps stdout clean.
 ///
-/// Lines are written by a thread of their own: a slow or stuck reader of stderr (a full pipe, a
-/// stalled log shipper) must not stop the runtime, which may be holding SQLite's write lock. If
-/// the buffer fills, lines are dropped (and counted) rather than stalling deletions. Keep the
-/// returned guard alive until exit: dropping it flushes what is buffered.
+/// Lines are written by a thread of their own (`log_writer`): a slow or stuck reader of stderr (a
+/// full pipe, a stalled log shipper) must not stop the runtime, which may be holding SQLite's
+/// write lock. If the buffer fills, lines are dropped (and counted) rather than stalling
+/// deletions. Keep the returned guard alive until exit: dropping it flushes what is buffered.
 ///
 /// Colour only when stderr is a terminal: a pipe, a file or the journal gets plain text.
-pub fn init(config: &LogConfig) -> WorkerGuard {
+pub fn init(config: &LogConfig) -> LogGuard {
     crate::session_id::log_whole_ids(config.session_ids == SessionIdLogging::Full);
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let (writer, guard) = log_writer::LogWriter::spawn(std::io::stderr());
     // `log.level` was checked when the configuration was loaded.
     let filter = filter(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -36,7 +39,8 @@ pub fn init(config: &LogConfig) -> WorkerGuard {
         .with_ansi(std::io::stderr().is_terminal())
         .with_span_events(FmtSpan::NONE);
     let _ = match config.format {
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
+        // The same objects as `builder.json().with_current_span(true).with_span_list(false)`.
+        LogFormat::Json => builder.json().event_format(json_lines::JsonLines).try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
     guard

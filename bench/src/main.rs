@@ -53,6 +53,8 @@ enum Section {
     Memory,
     /// Spawn to first request; SIGTERM to exit with every slot in flight.
     StartStop,
+    /// CPU and context switches per deletion at 20/s and 200/s against full speed, log level info.
+    Pace,
 }
 
 #[derive(Debug, Parser)]
@@ -97,6 +99,10 @@ struct Args {
     /// the RSS and CPU figures are then the wrapper's).
     #[arg(long, allow_hyphen_values = true)]
     daemon_wrapper: Option<String>,
+    /// Another session-reaper binary (an older build) to measure beside this one in the pace
+    /// section, each case right after this one's.
+    #[arg(long)]
+    compare: Option<PathBuf>,
     /// Where databases and logs go [default: a new folder in the temp dir, removed at the end].
     #[arg(long)]
     workdir: Option<PathBuf>,
@@ -254,6 +260,7 @@ async fn bench(args: Args) -> anyhow::Result<usize> {
             .as_deref()
             .map(|w| w.split_whitespace().map(str::to_owned).collect())
             .unwrap_or_default(),
+        compare: args.compare.clone(),
         workdir: workdir.clone(),
         postgres,
         sizes: sizes(&args)?,
@@ -280,6 +287,7 @@ async fn bench(args: Args) -> anyhow::Result<usize> {
             Section::Rate => sections::rate(&ctx, &mut report).await,
             Section::Memory => sections::memory(&ctx, &mut report).await,
             Section::StartStop => sections::start_stop(&ctx, &mut report).await,
+            Section::Pace => sections::pace(&ctx, &mut report).await,
         };
         if let Err(e) = result {
             broken += 1;

@@ -29,6 +29,8 @@ pub struct Sizes {
 pub struct Ctx {
     pub daemon_bin: PathBuf,
     pub wrapper: Vec<String>,
+    /// `--compare`: another daemon binary measured beside this one in the pace section.
+    pub compare: Option<PathBuf>,
     pub workdir: PathBuf,
     /// The admin URL, when the server answered and `--skip-postgres` was not given.
     pub postgres: Result<String, String>,
@@ -124,6 +126,12 @@ impl Measured {
         )
     }
 
+    /// Voluntary and involuntary context switches per deletion (all the daemon's threads).
+    pub fn switches_per_deletion(&self) -> (f64, f64) {
+        let n = self.status.count(State::Deleted).max(1) as f64;
+        (self.run.switches.0 as f64 / n, self.run.switches.1 as f64 / n)
+    }
+
     /// CPU seconds per 10,000 deletions.
     pub fn cpu_per_10k(&self) -> f64 {
         self.run.cpu().as_secs_f64() * 10_000.0 / self.status.count(State::Deleted).max(1) as f64
@@ -176,6 +184,7 @@ impl Ctx {
             batch_size: self.sizes.batch_size,
             once: true,
             stop: StopRule::Never,
+            log_level: "warn",
             timeout: Duration::from_secs(120),
             log: self.workdir.join(log),
             watch_file: db.wal_path(),

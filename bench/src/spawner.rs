@@ -9,8 +9,12 @@
 //!
 //! ```text
 //! pid <pid> <CLOCK_MONOTONIC ns just before spawn>
-//! exit <wait status> <ru_maxrss KiB> <ru_utime µs> <ru_stime µs> <CLOCK_MONOTONIC ns at reaping>
+//! exit <wait status> <ru_maxrss KiB> <ru_utime µs> <ru_stime µs> <CLOCK_MONOTONIC ns at reaping> <ru_nvcsw> <ru_nivcsw>
 //! ```
+//!
+//! The context switches are the daemon's, all its threads together (`/proc/<pid>/status`
+//! counts the main thread's alone): voluntary ones are its wake-ups (each sleep on a futex, in
+//! `epoll_wait` or a timer ends in one), involuntary ones are preemptions.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
@@ -81,10 +85,12 @@ pub fn spawner_main(args: &[OsString]) -> ExitCode {
     let micros = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
     let _ = writeln!(
         out,
-        "exit {status} {} {} {} {t1}",
+        "exit {status} {} {} {} {t1} {} {}",
         usage.ru_maxrss,
         micros(usage.ru_utime),
-        micros(usage.ru_stime)
+        micros(usage.ru_stime),
+        usage.ru_nvcsw,
+        usage.ru_nivcsw
     );
     let _ = out.flush();
     ExitCode::SUCCESS
@@ -97,6 +103,8 @@ pub struct Exited {
     pub user: Duration,
     pub sys: Duration,
     pub at: Instant,
+    /// Context switches: voluntary (wake-ups) and involuntary (preemptions).
+    pub switches: (u64, u64),
 }
 
 /// A daemon started through the spawner.
@@ -138,7 +146,7 @@ pub fn spawn(program: &Path, args: &[OsString], configure: impl FnOnce(&mut Comm
 
 fn parse_exit(line: &str) -> anyhow::Result<Exited> {
     let fields: Vec<&str> = line.split_whitespace().collect();
-    let [_, status, maxrss, user, sys, t1] = fields[..] else {
+    let [_, status, maxrss, user, sys, t1, voluntary, involuntary] = fields[..] else {
         bail!("the spawner ended without reporting the exit: {line:?}");
     };
     Ok(Exited {
@@ -147,5 +155,6 @@ fn parse_exit(line: &str) -> anyhow::Result<Exited> {
         user: Duration::from_micros(user.parse()?),
         sys: Duration::from_micros(sys.parse()?),
         at: instant_of(t1.parse()?),
+        switches: (voluntary.parse()?, involuntary.parse()?),
     })
 }

@@ -12,6 +12,15 @@
 //! Answered-but-unwritten outcomes are what a kill -9 turns into repeated requests: at most
 //! `worker.concurrency` in workers plus `worker.batch_size` in this channel plus the batches
 //! being written (one on SQLite, two on PostgreSQL).
+//!
+//! At full speed a batch fills in milliseconds. At the API's pace (a rate limit of 10 or 200/s)
+//! outcomes come one at a time, and a batch of one costs a whole transaction: on SQLite five
+//! hand-overs to its thread and back (acquire, BEGIN, UPDATE, COMMIT, release), ten wake-ups in
+//! all, against two or three for the deletion itself. So a partial batch waits for company in
+//! proportion to the pace (`Pace`): about `COMPANY` outcomes' time, never more than
+//! `LINGER.1`. The wait changes when outcomes are written, not how many can be unwritten: a
+//! batch still holds at most `worker.batch_size`, so the crash bound above stands, and at the
+//! pace it is about `COMPANY` rows.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +35,12 @@ use super::outage::{Backoff, Outage};
 use crate::metrics::Metrics;
 use crate::store::{OutcomeWrite, Store};
 
-/// How long a partial batch waits for company before it is written.
-const FLUSH_AFTER: Duration = Duration::from_millis(20);
+/// A partial batch waits about this many outcomes' time (at the pace of the last batches) for
+/// company before it is written.
+const COMPANY: u32 = 16;
+/// How long a partial batch waits for company: the least (full speed, or a pace not known yet)
+/// and the most (a slow pace: at 20/s it gathers five, at 10/s two or three).
+const LINGER: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(250));
 /// After the grace: how long what is left may still take to be written, all batches together.
 const LAST_CHANCE: Duration = Duration::from_millis(750);
 /// Waits between retries of a batch while the database is away: the first and the most.
@@ -78,19 +91,21 @@ impl Writer {
 
     async fn write_batches(self, rx: Outcomes, outage: Arc<Outage>) {
         let mut batch = Vec::with_capacity(self.batch_size);
+        let mut pace = Pace::new(tokio::time::Instant::now());
         loop {
             {
                 let mut rx = rx.lock().await;
                 if rx.recv_many(&mut batch, self.batch_size).await == 0 {
                     return;
                 }
-                let deadline = tokio::time::Instant::now() + FLUSH_AFTER;
+                let deadline = tokio::time::Instant::now() + pace.linger();
                 while batch.len() < self.batch_size {
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
                         Ok(Some(outcome)) => batch.push(outcome),
                         _ => break,
                     }
                 }
+                pace.collected(batch.len(), tokio::time::Instant::now());
             }
             self.write(&batch, &outage).await;
             self.held.remove(batch.iter().map(OutcomeWrite::id));
@@ -155,5 +170,92 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+/// The pace at which outcomes arrive, from the batches collected so far: what a partial batch's
+/// wait for company is measured in. Each batch's gap is the time since the previous batch was
+/// collected (its write included) over its outcomes, smoothed over the last few batches.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    gap: Duration,
+    last: tokio::time::Instant,
+}
+
+impl Pace {
+    pub fn new(now: tokio::time::Instant) -> Self {
+        Self {
+            gap: Duration::ZERO,
+            last: now,
+        }
+    }
+
+    /// How long the next partial batch waits for company.
+    pub fn linger(&self) -> Duration {
+        (self.gap * COMPANY).clamp(LINGER.0, LINGER.1)
+    }
+
+    /// A batch of `outcomes` was collected at `now`.
+    pub fn collected(&mut self, outcomes: usize, now: tokio::time::Instant) {
+        let outcomes = u32::try_from(outcomes.max(1)).unwrap_or(u32::MAX);
+        // A pause (429, an outage) makes one huge gap: counted as twice the gap that gives the
+        // longest wait (so a slow pace reaches that wait), which the smoothing forgets within a
+        // few batches.
+        let gap = (now.saturating_duration_since(self.last) / outcomes).min(2 * LINGER.1 / COMPANY);
+        self.gap = (self.gap + gap) / 2;
+        self.last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects `batches` batches at `per_second`, each as big as `linger` lets it grow.
+    fn paced(per_second: f64, batch_size: usize, batches: usize) -> Pace {
+        let start = tokio::time::Instant::now();
+        let mut pace = Pace::new(start);
+        let mut now = start;
+        for _ in 0..batches {
+            let gap = Duration::from_secs_f64(1.0 / per_second);
+            // The first outcome after a gap, then what arrives within the wait (or a full batch).
+            let company = (pace.linger().as_secs_f64() * per_second) as usize;
+            let outcomes = (1 + company).min(batch_size);
+            now += gap + gap * (outcomes as u32 - 1);
+            pace.collected(outcomes, now);
+        }
+        pace
+    }
+
+    #[test]
+    fn at_full_speed_a_partial_batch_waits_the_least() {
+        assert_eq!(paced(40_000.0, 256, 20).linger(), LINGER.0);
+    }
+
+    #[test]
+    fn at_two_hundred_a_second_a_batch_waits_for_about_sixteen_outcomes() {
+        let linger = paced(200.0, 256, 20).linger();
+        let gathered = linger.as_secs_f64() * 200.0;
+        assert!((12.0..=20.0).contains(&gathered), "{linger:?} gathers {gathered}");
+    }
+
+    #[test]
+    fn at_a_slow_pace_the_wait_is_capped() {
+        assert_eq!(paced(10.0, 64, 20).linger(), LINGER.1);
+        assert_eq!(paced(20.0, 64, 20).linger(), LINGER.1);
+    }
+
+    #[test]
+    fn a_long_pause_is_forgotten_within_a_few_batches() {
+        let start = tokio::time::Instant::now();
+        let mut pace = Pace::new(start);
+        let mut now = start + Duration::from_secs(300);
+        pace.collected(1, now);
+        assert_eq!(pace.linger(), LINGER.1);
+        for _ in 0..12 {
+            now += Duration::from_millis(6);
+            pace.collected(256, now);
+        }
+        assert_eq!(pace.linger(), LINGER.0);
     }
 }

@@ -4,12 +4,14 @@
 
 mod limits;
 mod memory;
+mod pace;
 mod throughput;
 
 use std::time::Duration;
 
 pub use limits::{latency, rate};
 pub use memory::{memory, start_stop};
+pub use pace::pace;
 pub use throughput::throughput;
 
 use crate::ceiling::Ceiling;

@@ -15,6 +15,8 @@ use crate::run::{Ctx, Measured};
 struct Run {
     name: &'static str,
     batch: u32,
+    /// `log.level` of the run: `warn`, or `info` (the default: one line per deletion).
+    level: &'static str,
     /// The ratio to the ceiling this run must reach, if any.
     goal: Option<f64>,
     measured: anyhow::Result<Measured>,
@@ -25,6 +27,7 @@ impl Run {
         Self {
             name,
             batch,
+            level: "warn",
             goal,
             measured,
         }
@@ -66,25 +69,53 @@ pub async fn throughput(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     ));
     db.remove().await;
     ceilings.push(ceiling_now().await?);
+    // What production runs: the default level, one `deletion finished` line per deletion.
+    crate::progress!("throughput: daemon on SQLite, {n} rows, batch {batch}, log level info");
+    let db = Db::sqlite(&ctx.workdir, "throughput-info.db");
+    let spec = crate::daemon::DaemonSpec {
+        timeout,
+        log_level: "info",
+        ..ctx.spec(&db, "daemon-sqlite-info.log")
+    };
+    runs.push(Run {
+        level: "info",
+        ..Run::new("SQLite", batch, Some(0.4), ctx.measure(&standin, &db, n, spec).await)
+    });
+    db.remove().await;
+    ceilings.push(ceiling_now().await?);
 
     match &ctx.postgres {
         Ok(admin) => {
-            for (i, variant) in crate::db::PG_VARIANTS.iter().enumerate() {
+            // The main variant at both levels (warn, then the default info), the others at warn.
+            let levels = (0..crate::db::PG_VARIANTS.len()).flat_map(|i| {
+                let levels: &[&'static str] = if i == 0 { &["warn", "info"] } else { &["warn"] };
+                levels.iter().map(move |level| (i, *level))
+            });
+            for (i, level) in levels {
+                let variant = &crate::db::PG_VARIANTS[i];
                 let name = variant.name;
-                crate::progress!("throughput: daemon on {name}, {n} rows, batch {batch}");
+                crate::progress!("throughput: daemon on {name}, {n} rows, batch {batch}, log level {level}");
                 let measured = async {
                     let db = Db::postgres(admin, "throughput", variant).await?;
                     let spec = crate::daemon::DaemonSpec {
                         timeout,
-                        ..ctx.spec(&db, &format!("daemon-postgres-{i}.log"))
+                        log_level: level,
+                        ..ctx.spec(&db, &format!("daemon-postgres-{i}-{level}.log"))
                     };
                     let m = ctx.measure_with(&standin, &db, n, spec, variant.analyze).await;
                     db.remove().await;
                     m
                 }
                 .await;
-                let goal = if i == 0 { Some(0.5) } else { None };
-                runs.push(Run::new(name, batch, goal, measured));
+                let goal = match (i, level) {
+                    (0, "info") => Some(0.3),
+                    (0, _) => Some(0.5),
+                    _ => None,
+                };
+                runs.push(Run {
+                    level,
+                    ..Run::new(name, batch, goal, measured)
+                });
                 ceilings.push(ceiling_now().await?);
             }
         }
@@ -133,7 +164,10 @@ pub async fn throughput(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         ),
     );
     for (i, run) in runs.iter().enumerate() {
-        let label = format!("Daemon, {}, {rows} rows, batch {}", run.name, run.batch);
+        let label = format!(
+            "Daemon, {}, {rows} rows, batch {}, log {}",
+            run.name, run.batch, run.level
+        );
         let ceiling = (rates[i] + rates[i + 1]) / 2.0;
         match &run.measured {
             Ok(m) => daemon_lines(report, &label, m, ceiling, run.goal),
@@ -147,7 +181,7 @@ pub async fn throughput(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     }
     for run in &runs {
         let Ok(m) = &run.measured else { continue };
-        let name = format!("{}, batch {}", run.name, run.batch);
+        let name = format!("{}, batch {}, log {}", run.name, run.batch, run.level);
         if run.batch != batch {
             report.info(
                 format!("Peak RSS and CPU, daemon, {name}, {rows} rows"),
@@ -187,6 +221,23 @@ pub async fn throughput(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
             format!("Start: spawn → first request, run --once, {name}, {rows} rows"),
             ms(m.run.first_request),
         );
+    }
+    // The price of the default level: the same runs' CPU per deletion at info less at warn.
+    for name in ["SQLite", crate::db::PG_VARIANTS[0].name] {
+        let at = |level: &str| {
+            runs.iter()
+                .find(|r| r.name == name && r.batch == batch && r.level == level)
+                .and_then(|r| r.measured.as_ref().ok())
+                .map(|m| m.cpu_per_10k() * 100.0)
+        };
+        if let (Some(info), Some(warn)) = (at("info"), at("warn")) {
+            report.info(
+                format!(
+                    "Price of log level info (one line per deletion), daemon, {name}: CPU per deletion, info − warn"
+                ),
+                format!("{:.1} µs ({info:.1} µs at info, {warn:.1} µs at warn)", info - warn),
+            );
+        }
     }
     let raw_cpu = ceilings.iter().map(|c| c.cpu.as_secs_f64()).sum::<f64>() * 10_000.0
         / ceilings.iter().map(|c| c.requests as f64).sum::<f64>();
