@@ -8,14 +8,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::RetryPolicy;
 use super::budget::{Budget, LATE_DROP, Ticket};
-use super::gate::{Gate, Pass, Reopen};
+use super::gate::{Gate, Pass};
 use crate::api::{Answer, ApiClient, CODE_DEPRECATED, Verdict};
 use crate::clock::Clock;
-use crate::health::{AccountPause, Health};
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::outcome::DeletionOutcome;
 use crate::session_id::{SessionId, logged};
-use crate::store::{ClaimedRow, OutcomeWrite, STILL_DUE_FOR, State, Store};
+use crate::store::{ClaimedRow, OutcomeWrite, STILL_DUE_FOR, State};
+
+use super::recheck::Recheck;
 
 /// How long before its send time a row whose verdict would be stale by then is checked again.
 const RECHECK_LEAD: Duration = Duration::from_millis(30);
@@ -59,13 +61,6 @@ struct Admitted {
     cluster_probe: bool,
     /// The send time it was given.
     at: tokio::time::Instant,
-}
-
-/// Where a row's due-ness is checked again: the store, as this process.
-pub struct Recheck {
-    pub store: Store,
-    pub instance_id: String,
-    pub stale_after: Duration,
 }
 
 impl Deleter {
@@ -155,7 +150,10 @@ impl Deleter {
                     return true;
                 }
                 tokio::time::sleep_until(admitted.at.checked_sub(RECHECK_LEAD).unwrap_or(admitted.at)).await;
-                self.still_due(row).await
+                match &self.recheck {
+                    Some(recheck) => recheck.still_due(row, self.clock.now()).await,
+                    None => true,
+                }
             };
             let waited = tokio::select! {
                 biased;
@@ -243,39 +241,6 @@ impl Deleter {
         }
     }
 
-    /// Whether the row may still be deleted, checked against the database (the caller asks when
-    /// the last verdict is older than `STILL_DUE_FOR`: the row waited in the queue, a retry, a
-    /// pause or for its send time).
-    /// A row whose user came back, or whose `delete_after` moved, goes back to waiting: no
-    /// request, no attempt charged. When the check itself fails, the row is not sent either.
-    async fn still_due(&self, row: &ClaimedRow) -> bool {
-        let Some(recheck) = &self.recheck else { return true };
-        let now = self.clock.now();
-        match recheck
-            .store
-            .still_due(&recheck.instance_id, row.id, now, recheck.stale_after)
-            .await
-        {
-            Ok(true) => true,
-            Ok(false) => {
-                tracing::info!(
-                    row_id = row.id,
-                    "not deleted: the session is no longer due (new activity, a later delete_after, \
-                     or the row changed hands); it waits again, no attempt charged"
-                );
-                false
-            }
-            Err(e) => {
-                tracing::warn!(
-                    row_id = row.id,
-                    error = format!("{e:#}"),
-                    "could not check that the session is still due: not sent, the row waits again"
-                );
-                false
-            }
-        }
-    }
-
     /// Waits for the gate and a send time from the budget (the caller waits for that time).
     /// `None` when shutdown comes first: a row still queued when the signal comes is released,
     /// never sent, even if gate and budget are open.
@@ -316,70 +281,6 @@ impl Deleter {
                 at,
             });
         }
-    }
-
-    /// Closes the gate for answers that are the account's problem, not the row's. Returns
-    /// whether the answer was such a pause (and the row should simply be tried again).
-    async fn pause_for(&self, row: &ClaimedRow, answer: &Answer) -> bool {
-        let (wait, reopen) = match answer.verdict {
-            Verdict::RateLimited { retry_after } => (retry_after.unwrap_or(DEFAULT_429_PAUSE), Reopen::AtDeadline),
-            Verdict::QuotaExhausted => {
-                self.health.set_account_pause(Some(AccountPause::QuotaSpent));
-                (self.quota_pause, Reopen::WithProbe)
-            }
-            Verdict::KeyRejected => {
-                self.health.set_key_rejected(true);
-                self.health.set_account_pause(Some(AccountPause::KeyRejected));
-                (self.key_pause, Reopen::WithProbe)
-            }
-            _ => return false,
-        };
-        let locally_news = self.gate.close_for(wait, reopen);
-        let first_in_cluster = self
-            .budget
-            .pause(answer.class(), wait, reopen, answer.http_status, answer.api_code)
-            .await;
-        if locally_news {
-            self.metrics.pause(answer.class());
-            let pause_s = wait.as_secs_f64();
-            let http_status = answer.http_status;
-            let api_code = answer.api_code;
-            let api_message = answer.message.as_deref().unwrap_or_default();
-            // The row whose answer started the pause is named too: the line stands alone.
-            let (row_id, session) = (row.id, logged(&row.session_id));
-            match answer.verdict {
-                Verdict::KeyRejected => tracing::error!(
-                    pause_s,
-                    http_status,
-                    api_code,
-                    api_message,
-                    row_id,
-                    %session,
-                    first_in_cluster,
-                    "the API rejected the apikey: all calls stopped, rows untouched; fix api.apikey"
-                ),
-                Verdict::QuotaExhausted => tracing::warn!(
-                    pause_s,
-                    http_status,
-                    api_code,
-                    api_message,
-                    row_id,
-                    %session,
-                    first_in_cluster,
-                    "the account's API quota is spent: all calls paused"
-                ),
-                _ => tracing::warn!(
-                    pause_s,
-                    http_status,
-                    api_code,
-                    row_id,
-                    %session,
-                    first_in_cluster,
-                    "the API asked us to slow down (429): all calls paused"
-                ),
-            }
-        }
-        true
     }
 
     /// What one concluding answer means for the row (classification only; nothing is sent).

@@ -12,7 +12,10 @@ mod heartbeat;
 mod held;
 mod housekeeping;
 mod limiter;
+mod modes;
 mod outage;
+mod pause;
+mod recheck;
 pub mod source;
 mod writer;
 
@@ -33,6 +36,7 @@ pub use gate::{Gate, Pass, Reopen};
 pub use heartbeat::hostname;
 pub use housekeeping::PRUNE_BATCH;
 pub use limiter::Limiter;
+pub use modes::{RunEnd, RunMode};
 pub use outage::{Backoff, Outage};
 
 use crate::api::ApiClient;
@@ -51,30 +55,6 @@ const WRITER_FLOOR: Duration = Duration::from_secs(1);
 const BACKGROUND_FLOOR: Duration = Duration::from_millis(500);
 /// How often a shutdown that waits says what it waits for.
 const SHUTDOWN_REPORT_EVERY: Duration = Duration::from_secs(5);
-
-/// When `run` returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunMode {
-    /// Until shutdown (`demo` cancels its own token once nothing is open).
-    Daemon,
-    /// Rows due at the start, then exit (cron, Kubernetes Jobs); later retries wait for the next run.
-    Once,
-}
-
-/// How a run ended: what `run --once` turns into its exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunEnd {
-    /// Every row due at the start was processed (`--once`), or a clean stop (the daemon).
-    Done,
-    /// `--once` was stopped by a signal, or rows were handed back unsent.
-    Incomplete,
-    /// `--once`: the database stayed unreachable for `database.connect_timeout`.
-    DatabaseUnavailable,
-    /// `--once`: the API rejected the key; the rows are untouched.
-    KeyRejected,
-    /// `--once`: the account's quota is spent; the rows are untouched.
-    QuotaSpent,
-}
 
 /// How long past the request timeout the cluster's probe stays this replica's: a replica that
 /// dies holding it delays the next probe by at most this.
@@ -143,7 +123,7 @@ impl Reaper {
             metrics: metrics.clone(),
             health: health.clone(),
             clock: clock.clone(),
-            recheck: Some(deletion::Recheck {
+            recheck: Some(recheck::Recheck {
                 store: store.clone(),
                 instance_id: instance_id.clone(),
                 stale_after: config.worker.stale_after,
