@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Profiling helper for issue #18 (see NOTES-18.md): one bounded `run --once` of BIN against a
+# Profiling helper for issue #18 (see the README, "Cost at the operating point"): one bounded `run --once` of BIN against a
 # stand-in on 127.0.0.1, RATE deletions/s (1000000 = full speed), ROWS rows, log level LEVEL;
 # MODE perf (PERFOPTS, e.g. "-e sched:sched_wakeup --call-graph dwarf,16384"), strace, or none
 # (/usr/bin/time: CPU and context switches of the whole process). Env: CONC, BATCH, BURST.

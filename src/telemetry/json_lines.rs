@@ -4,7 +4,7 @@
 //! each event through serde's map machinery over two `Write` adaptors, formats the timestamp into
 //! a `String` of its own, and parses the current span's fields back from JSON text for every
 //! event; at full speed, with one `deletion finished` line per deletion, that was 6 % of the
-//! daemon's CPU samples (`NOTES-18.md`).
+//! daemon's CPU samples (the README, "Cost at the operating point").
 
 use std::fmt::{self, Write};
 
