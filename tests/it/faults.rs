@@ -21,8 +21,11 @@ async fn two_sigterms_as_timeout_sends_them_still_stop_gracefully() {
     let child = Daemon::start(&mut daemon(&["run"], &daemon_env(&db.url, &api.base_url(), APIKEY)));
     wait_for_requests(&api, 4).await;
 
-    // Act: the child and its process group, as GNU timeout does.
+    // Act: a second SIGTERM while the first one's stop is under way (GNU timeout signals the
+    // child and then its process group). 200 ms apart: two signals sent back to back can reach
+    // the process as one, and there would be no second one to test.
     child.signal("-TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
     child.signal("-TERM");
     let output = child.finish().await;
 
