@@ -235,7 +235,7 @@ pub(super) fn render(page: &Page, facts: &Facts) -> String {
     let budget = &facts.budget;
     let _ = write!(
         out,
-        r#"<dt>budget</dt><dd><span data-key="rate_per_second">{}</span>/s, burst <span data-key="burst">{}</span> <span class="muted small">(one budget for all {} replicas)</span></dd>"#,
+        r#"<dt>budget</dt><dd><span data-key="rate_per_second">{}</span>/s, burst <span data-key="burst">{}</span> <span class="muted small">(one budget for the whole cluster; {} live)</span></dd>"#,
         thousands(i64::from(page.rate_per_second)),
         thousands(i64::from(page.burst)),
         facts.live_instances.map_or("–".to_owned(), |n| format!("{n:.0}")),
