@@ -26,7 +26,7 @@ use crate::store::budget::{BudgetReport, Pause, PauseRequest, Reservation, Reser
 
 /// How much of the budget one reservation takes at most (at least one send time, and no more
 /// than the workers waiting): few statements per second even at low rates (at 10/s a busy
-/// replica reserves about once a second, not five times), and at most this much budget stranded
+/// replica reserves about twice a second, not five times), and at most this much budget stranded
 /// by a replica that dies holding it.
 pub const RESERVE_AHEAD: Duration = Duration::from_millis(500);
 /// Most send times one reservation holds, whatever the rate.
