@@ -199,7 +199,10 @@ impl Budget {
         };
         let reservation = match self.store.reserve(&request).await {
             Ok(reservation) => {
-                self.fresh.store(false, Relaxed);
+                // A fresh process stays fresh until its probe is answered (`pause`, `end_probe`).
+                if !matches!(reservation, Reservation::Probe { .. }) {
+                    self.fresh.store(false, Relaxed);
+                }
                 self.unreachable.succeeded();
                 self.backoff.lock().expect("budget backoff").reset();
                 reservation
@@ -324,6 +327,7 @@ impl Budget {
         http_status: Option<u16>,
         api_code: Option<i64>,
     ) -> bool {
+        self.fresh.store(false, Relaxed);
         self.holds_probe.store(false, Relaxed);
         let request = PauseRequest {
             instance_id: &self.instance_id,
@@ -354,6 +358,8 @@ impl Budget {
     /// answer at all / was abandoned (`false`, the next replica may probe). Returns whether the
     /// cluster's pause ended with it.
     pub async fn end_probe(&self, succeeded: bool) -> bool {
+        // One probe through a pause per start, answered or not.
+        self.fresh.store(false, Relaxed);
         if !self.holds_probe.swap(false, Relaxed) {
             return false;
         }

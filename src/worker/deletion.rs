@@ -175,7 +175,9 @@ impl Deleter {
             drop(counted);
             // Past its send time by more than the slack on our side (a slow check, a loaded
             // host), or the gate closed meanwhile: this worker takes a new send time.
-            if admitted.at.elapsed() > LATE_DROP || !self.gate.still_allows(admitted.pass) {
+            // (A probe goes alone while the cluster is paused: being late crowds nothing.)
+            let late = !admitted.cluster_probe && admitted.at.elapsed() > LATE_DROP;
+            if late || !self.gate.still_allows(admitted.pass) {
                 self.abandon(admitted).await;
                 continue;
             }
