@@ -1,19 +1,9 @@
 import sys, re, collections
 """Group the wake-ups of `perf script` output (sched:sched_wakeup with call graphs) by cause.
 Usage: group.py wk.txt DELETIONS"""
-exec(open(__import__('os').path.join(__import__('os').path.dirname(__file__), 'wakers.py')).read().split("head, frames = None, []")[0].replace("events[(waker, wakee, ' <- '.join(key) or user[0][:100] if user else '?')] += 1","events[(waker, wakee, ' <- '.join(key) or (user[0][:100] if user else '?'), tuple(user))] += 1"))
-head, frames = None, []
-for line in open(sys.argv[1], errors='replace'):
-    if not line.strip():
-        flush(head, frames); head, frames = None, []
-    elif not line.startswith('\t') and not line.startswith(' ' * 8):
-        flush(head, frames); head, frames = line, []
-    else:
-        parts = line.strip().split(' ', 1)
-        if len(parts) == 2:
-            sym = parts[1].rsplit(' (', 1)
-            frames.append(sym[0] + (' kallsyms' if len(sym) > 1 and 'kallsyms' in sym[1] else ''))
-flush(head, frames)
+sys.path.insert(0, __import__('os').path.dirname(__file__))
+from wakers import events, read
+read(sys.argv[1], keep_user=True)
 n=float(sys.argv[2]); g=collections.Counter()
 for (waker, wakee, key, user), c in events.items():
     u=' '.join(user)

@@ -6,7 +6,8 @@ GENERIC = re.compile(r'^(tokio::runtime|tokio::loom|parking_lot|std::|core::|all
 INTEREST = ('session_reaper', 'sqlx', 'flume', 'tracing_appender', 'crossbeam', 'governor', 'futures_timer', 'hyper', 'reqwest', 'tokio::time', 'tokio::sync', 'tokio::net', 'mio', 'tracing_subscriber', 'tokio::task', 'tokio::io')
 events = collections.Counter()
 wakee_total = collections.Counter()
-def flush(head, frames):
+def flush(head, frames, keep_user=False):
+    """Counts one wake-up: by (waker, wakee, key), and with keep_user also its user frames."""
     if not head: return
     m = re.match(r'\s*(\S.*?)\s+(\d+)\s+\[\d+\].*comm=(\S+) pid=(\d+)', head)
     if not m: return
@@ -27,23 +28,30 @@ def flush(head, frames):
         # kernel-only: timer interrupt, softirq
         k = next((f for f in kern if 'hrtimer_wakeup' in f or 'tcp' in f or 'sock' in f or 'ep_' in f), kern[2] if len(kern) > 2 else '?')
         key = ['[kernel] ' + k]
-    events[(waker, wakee, ' <- '.join(key) or user[0][:100] if user else '?')] += 1
+    name = ' <- '.join(key) or (user[0][:100] if user else '?')
+    events[(waker, wakee, name, tuple(user)) if keep_user else (waker, wakee, name)] += 1
     wakee_total[wakee] += 1
-head, frames = None, []
-for line in open(sys.argv[1], errors='replace'):
-    if not line.strip():
-        flush(head, frames); head, frames = None, []
-    elif not line.startswith('\t') and not line.startswith(' ' * 8):
-        flush(head, frames); head, frames = line, []
-    else:
-        parts = line.strip().split(' ', 1)
-        if len(parts) == 2:
-            sym = parts[1].rsplit(' (', 1)
-            frames.append(sym[0] + (' kallsyms' if len(sym) > 1 and 'kallsyms' in sym[1] else ''))
-flush(head, frames)
-n = float(sys.argv[2]) if len(sys.argv) > 2 else 1
-total = sum(events.values())
-print(f'total wakeups {total} ({total/n:.2f} per deletion)')
-print('by wakee:', ', '.join(f'{k} {v} ({v/n:.2f})' for k, v in wakee_total.most_common()))
-for (waker, wakee, key), c in events.most_common(40):
-    print(f'{c:7d} {c/n:6.2f}  {waker[:15]:15} -> {wakee[:15]:15}  {key}')
+
+def read(path, keep_user=False):
+    """Reads `perf script` output into `events` and `wakee_total`."""
+    head, frames = None, []
+    for line in open(path, errors='replace'):
+        if not line.strip():
+            flush(head, frames, keep_user); head, frames = None, []
+        elif not line.startswith('\t') and not line.startswith(' ' * 8):
+            flush(head, frames, keep_user); head, frames = line, []
+        else:
+            parts = line.strip().split(' ', 1)
+            if len(parts) == 2:
+                sym = parts[1].rsplit(' (', 1)
+                frames.append(sym[0] + (' kallsyms' if len(sym) > 1 and 'kallsyms' in sym[1] else ''))
+    flush(head, frames, keep_user)
+
+if __name__ == '__main__':
+    read(sys.argv[1])
+    n = float(sys.argv[2]) if len(sys.argv) > 2 else 1
+    total = sum(events.values())
+    print(f'total wakeups {total} ({total/n:.2f} per deletion)')
+    print('by wakee:', ', '.join(f'{k} {v} ({v/n:.2f})' for k, v in wakee_total.most_common()))
+    for (waker, wakee, key), c in events.most_common(40):
+        print(f'{c:7d} {c/n:6.2f}  {waker[:15]:15} -> {wakee[:15]:15}  {key}')

@@ -112,7 +112,7 @@ impl Deleter {
         (outcome, write)
     }
 
-    /// Sends the request (after the gate and the limiter) and turns the answer into an outcome;
+    /// Sends the request (after the gate and a send time from the budget) and turns the answer into an outcome;
     /// with the latency of the concluding request, if one was sent.
     async fn attempt(&self, row: &ClaimedRow, stop: &Stop) -> (DeletionOutcome, OutcomeWrite, Option<Duration>) {
         let release = (DeletionOutcome::Released, OutcomeWrite::Release { id: row.id }, None);

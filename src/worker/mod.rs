@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::RetryPolicy;
-pub use budget::{Budget, BudgetConfig, LATE_DROP, LATE_SLACK, RESERVE_AHEAD, Ticket};
+pub use budget::{Budget, BudgetConfig};
 pub use deletion::{DEFAULT_429_PAUSE, Deleter, Stop};
 pub use feeder::{ClaimOutcome, FeedEnd, FeedState, QueueSizing};
 pub use gate::{Gate, Pass, Reopen};
