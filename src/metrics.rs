@@ -93,84 +93,33 @@ impl Metrics {
             cluster_pause_until: Gauge::default(),
             registry: Registry::default(),
         };
-        let r = &mut registry;
-        r.register("deletions", "Rows finished or handed back, by outcome", deletions);
-        r.register(
-            "deletions_by_editor",
-            "Rows finished or handed back, by editor and outcome",
-            by_editor,
-        );
-        r.register("api_answers", "API answers by class", answers);
-        r.register("pauses", "Pool-wide pauses, by reason", m.pauses.clone());
-        r.register("api_request_duration_seconds", "API request latency", m.latency.clone());
-        r.register("api_requests", "API requests sent", m.requests.clone());
-        r.register("attempts", "Attempts charged to rows", m.attempts.clone());
-        r.register(
-            "rate_limit_waits",
-            "Requests that waited for the rate limiter",
-            m.rate_limit_waits.clone(),
-        );
-        r.register(
-            "rate_limit_wait_seconds",
-            "Time spent waiting for the rate limiter",
-            m.rate_limit_wait_seconds.clone(),
-        );
-        r.register(
-            "lease_takeovers",
-            "Rows taken over from an expired lease",
-            m.takeovers.clone(),
-        );
-        r.register(
-            "database_errors",
-            "Failed database round trips",
-            m.database_errors.clone(),
-        );
-        r.register(
-            "database_round_trips",
-            "Store calls made by the daemon",
-            m.database_round_trips.clone(),
-        );
-        r.register(
-            "lost_leases",
-            "Outcomes not written because the lease had moved on",
-            m.lost_leases.clone(),
-        );
-        r.register("in_flight", "Deletions under way in this process", m.in_flight.clone());
-        r.register(
-            "due_backlog",
-            "Open rows (pending or retrying) in the table",
-            m.backlog.clone(),
-        );
-        r.register(
-            "oldest_due_age_seconds",
-            "How long the oldest due row has waited",
-            m.oldest_due_age.clone(),
-        );
-        r.register(
-            "rate_limit_per_second",
-            "The cluster's budget (worker.rate_per_second), shared by every replica",
-            m.rate_limit.clone(),
-        );
-        r.register(
-            "live_instances",
-            "Replicas with a fresh heartbeat",
-            m.live_instances.clone(),
-        );
-        r.register(
-            "budget_reserved",
-            "Send times this replica reserved from the cluster's budget (summed over replicas: the cluster's use)",
-            m.budget_reserved.clone(),
-        );
-        r.register(
-            "cluster_paused",
-            "1 while the cluster's pause of this reason is in force (as this replica last saw it)",
-            m.cluster_paused.clone(),
-        );
-        r.register(
-            "cluster_pause_until_timestamp_seconds",
-            "When the cluster's pause in force ends or its probe may go (Unix time; 0 when none)",
-            m.cluster_pause_until.clone(),
-        );
+        // name, help => metric: one line each, a table rustfmt leaves as it is.
+        macro_rules! register {
+            ($($name:literal, $help:literal => $metric:expr;)*) => { $(registry.register($name, $help, $metric);)* };
+        }
+        register! {
+            "deletions", "Rows finished or handed back, by outcome" => deletions;
+            "deletions_by_editor", "Rows finished or handed back, by editor and outcome" => by_editor;
+            "api_answers", "API answers by class" => answers;
+            "pauses", "Pool-wide pauses, by reason" => m.pauses.clone();
+            "api_request_duration_seconds", "API request latency" => m.latency.clone();
+            "api_requests", "API requests sent" => m.requests.clone();
+            "attempts", "Attempts charged to rows" => m.attempts.clone();
+            "rate_limit_waits", "Requests that waited for the rate limiter" => m.rate_limit_waits.clone();
+            "rate_limit_wait_seconds", "Time spent waiting for the rate limiter" => m.rate_limit_wait_seconds.clone();
+            "lease_takeovers", "Rows taken over from an expired lease" => m.takeovers.clone();
+            "database_errors", "Failed database round trips" => m.database_errors.clone();
+            "database_round_trips", "Store calls made by the daemon" => m.database_round_trips.clone();
+            "lost_leases", "Outcomes not written because the lease had moved on" => m.lost_leases.clone();
+            "in_flight", "Deletions under way in this process" => m.in_flight.clone();
+            "due_backlog", "Open rows (pending or retrying) in the table" => m.backlog.clone();
+            "oldest_due_age_seconds", "How long the oldest due row has waited" => m.oldest_due_age.clone();
+            "rate_limit_per_second", "The cluster's budget (worker.rate_per_second), shared by every replica" => m.rate_limit.clone();
+            "live_instances", "Replicas with a fresh heartbeat" => m.live_instances.clone();
+            "budget_reserved", "Send times this replica reserved from the cluster's budget (summed over replicas: the cluster's use)" => m.budget_reserved.clone();
+            "cluster_paused", "1 while the cluster's pause of this reason is in force (as this replica last saw it)" => m.cluster_paused.clone();
+            "cluster_pause_until_timestamp_seconds", "When the cluster's pause in force ends or its probe may go (Unix time; 0 when none)" => m.cluster_pause_until.clone();
+        }
         for reason in AnswerClass::PAUSES {
             let _ = m.pauses.get_or_create(&vec![("reason", reason.label())]);
             let _ = m.cluster_paused.get_or_create(&vec![("reason", reason.label())]);

@@ -249,7 +249,8 @@ pub fn budget_text(budget: &BudgetReport, now: DateTime<Utc>) -> String {
     out
 }
 
-fn instance_json(instance: &InstanceRow) -> Value {
+/// One instance as `status --json` (and the page's `/status.json`) prints it.
+pub fn instance_json(instance: &InstanceRow) -> Value {
     let beat = &instance.beat;
     let mut json = json!({
         "instance_id": beat.instance_id, "host": beat.host, "pid": beat.pid, "version": beat.version,

@@ -189,7 +189,11 @@ pub async fn json(State(page): State<Arc<Page>>) -> Response {
 
 pub(super) fn to_json(page: &Page, facts: &Facts) -> Value {
     let mut json = crate::commands::status::to_json(&facts.report);
-    json["instances"] = facts.instances.iter().map(instance_json).collect();
+    json["instances"] = facts
+        .instances
+        .iter()
+        .map(crate::commands::status::instance_json)
+        .collect();
     let known = known_ids(&facts.errors);
     json["finished_per_minute"] = json!({
         "start": facts.minutes.start.to_rfc3339(),
@@ -221,20 +225,6 @@ pub(super) fn to_json(page: &Page, facts: &Facts) -> Value {
     json["ready"] = json!(facts.not_ready.is_none());
     json["not_ready_reason"] = json!(facts.not_ready);
     json["generated_at"] = json!(facts.now.to_rfc3339());
-    json
-}
-
-/// One instance as `status --json` prints it.
-pub(super) fn instance_json(instance: &InstanceRow) -> Value {
-    let beat = &instance.beat;
-    let mut json = json!({
-        "instance_id": beat.instance_id, "host": beat.host, "pid": beat.pid, "version": beat.version,
-        "started_at": beat.started_at.to_rfc3339(), "heartbeat_at": instance.heartbeat_at.to_rfc3339(),
-        "in_flight": beat.in_flight, "rate_limit": beat.rate_limit,
-    });
-    for (outcome, count) in beat.counts.iter() {
-        json[outcome.label()] = json!(count);
-    }
     json
 }
 

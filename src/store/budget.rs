@@ -45,6 +45,7 @@ pub struct BudgetRow {
 /// What a replica asks of the budget.
 #[derive(Debug, Clone, Copy)]
 pub struct ReserveRequest<'a> {
+    /// The replica asking (it may hold the probe).
     pub instance_id: &'a str,
     /// Send times wanted (at least 1).
     pub want: u32,
@@ -127,11 +128,15 @@ pub struct BudgetReport {
 /// A pause one replica saw, for the whole cluster.
 #[derive(Debug, Clone, Copy)]
 pub struct PauseRequest<'a> {
+    /// The replica whose request got the answer (shown as `paused_by`).
     pub instance_id: &'a str,
+    /// The answer's class: which pause this is; a worse one is not replaced by a milder one.
     pub reason: AnswerClass,
+    /// How long the answer asks the cluster to wait (a 429's `Retry-After`, the quota's window).
     pub wait_us: i64,
     /// Ends with a probe (quota, key), or by time (429).
     pub probe: bool,
+    /// The answer as the API gave it, for operators (`status`, the page).
     pub http_status: Option<u16>,
     pub api_code: Option<i64>,
     /// Resume paced, not with a burst: `tat` moves to the pause's end plus this.

@@ -14,6 +14,19 @@ fn request(want: u32, rate: u32, burst: u32) -> ReserveRequest<'static> {
     }
 }
 
+/// Replica "a"'s request after the API rejected the key (1846): a minute, ended by a probe.
+fn key_pause() -> PauseRequest<'static> {
+    PauseRequest {
+        instance_id: "a",
+        reason: AnswerClass::KeyRejected,
+        wait_us: 60 * US,
+        probe: true,
+        http_status: Some(401),
+        api_code: Some(1846),
+        tolerance_us: 0,
+    }
+}
+
 fn slots(r: Reservation) -> Vec<i64> {
     match r {
         Reservation::Slots { at_us, .. } => at_us,
@@ -70,15 +83,7 @@ fn a_pause_hands_out_nothing_then_one_probe_then_slots_after_success() {
         now_us: 10 * US,
         ..Default::default()
     };
-    let pause = PauseRequest {
-        instance_id: "a",
-        reason: AnswerClass::KeyRejected,
-        wait_us: 60 * US,
-        probe: true,
-        http_status: Some(401),
-        api_code: Some(1846),
-        tolerance_us: 0,
-    };
+    let pause = key_pause();
     assert!(row.decide_pause(&pause));
     assert!(!row.decide_pause(&pause), "a second report is not news");
     row.now_us = 20 * US;
@@ -109,15 +114,7 @@ fn a_pause_hands_out_nothing_then_one_probe_then_slots_after_success() {
 #[test]
 fn a_milder_pause_does_not_replace_a_rejected_key() {
     let mut row = BudgetRow::default();
-    let key = PauseRequest {
-        instance_id: "a",
-        reason: AnswerClass::KeyRejected,
-        wait_us: 60 * US,
-        probe: true,
-        http_status: Some(401),
-        api_code: Some(1846),
-        tolerance_us: 0,
-    };
+    let key = key_pause();
     row.decide_pause(&key);
     row.decide_pause(&PauseRequest {
         reason: AnswerClass::RateLimited,

@@ -1,6 +1,7 @@
 //! The database behind one interface, laid out like River's drivers: the shared types
-//! (`types`), row mapping once (`rows`), and one folder per backend holding only its SQL and its
-//! time encoding, split by query group (claims, outcomes, instances, reports, maintenance). The
+//! (`types`), row mapping once (`rows`), the queries whose SQL both databases share once
+//! (`shared`, over each backend's `driver::Driver`), and one folder per backend holding only its
+//! own SQL and its time encoding, split by query group (claims, outcomes, reports, maintenance). The
 //! backend is chosen by the scheme of `database.url`. Every query takes `now` from the caller, so
 //! tests control time.
 //!
@@ -8,8 +9,10 @@
 //! which counts it, counts its failure, and records readiness, so no call site does it by hand.
 
 pub mod budget;
+mod driver;
 mod postgres;
 mod rows;
+mod shared;
 mod sqlite;
 mod types;
 
@@ -155,7 +158,7 @@ impl Store {
         now: DateTime<Utc>,
         stale_after: Duration,
     ) -> anyhow::Result<bool> {
-        metered!(self, s => s.still_due(instance_id, id, now, stale_after))
+        metered!(self, s => shared::still_due(s, (instance_id, id), now, stale_after))
     }
 
     /// Writes a batch of outcomes in one transaction; returns how many rows the lease let through.
@@ -182,7 +185,7 @@ impl Store {
     }
 
     pub async fn status(&self, now: DateTime<Utc>, stale_after: Duration) -> anyhow::Result<StatusReport> {
-        metered!(self, s => s.status(now, stale_after))
+        metered!(self, s => shared::status(s, now, stale_after))
     }
 
     /// Records `beat` (inserting the replica if new), forgets replicas silent for longer than
@@ -195,16 +198,17 @@ impl Store {
         live_within: Duration,
         forget_after: Duration,
     ) -> anyhow::Result<(i64, budget::BudgetReport)> {
-        metered!(self, Write, s => s.beat(beat, now, live_within, forget_after)).map(|(live, row)| (live, row.report()))
+        metered!(self, Write, s => shared::beat(s, beat, now, (live_within, forget_after)))
+            .map(|(live, row)| (live, row.report()))
     }
 
     /// Removes this replica's row (clean exit).
     pub async fn remove_instance(&self, instance_id: &str) -> anyhow::Result<()> {
-        metered!(self, Write, s => s.remove_instance(instance_id))
+        metered!(self, Write, s => shared::remove_instance(s, instance_id))
     }
 
     pub async fn instances(&self) -> anyhow::Result<Vec<InstanceRow>> {
-        metered!(self, s => s.instances())
+        metered!(self, s => shared::instances(s))
     }
 
     /// Reserves send times from the cluster's budget (or the probe, or nothing while paused).
@@ -225,7 +229,7 @@ impl Store {
 
     /// The cluster's budget and pause as they stand.
     pub async fn budget(&self) -> anyhow::Result<budget::BudgetReport> {
-        metered!(self, s => s.budget()).map(|row| row.report())
+        metered!(self, s => shared::budget(s)).map(|row| row.report())
     }
 
     /// Moves finished rows back to `pending`, due at `now`, with fresh attempts. Leased rows are
@@ -236,7 +240,7 @@ impl Store {
 
     /// Deletes up to `limit` final rows finished before `cutoff`; call until it returns 0.
     pub async fn prune(&self, cutoff: DateTime<Utc>, limit: u32) -> anyhow::Result<u64> {
-        metered!(self, Write, s => s.prune(cutoff, limit))
+        metered!(self, Write, s => shared::prune(s, cutoff, limit))
     }
 
     /// Open rows, and when the earliest of them was due (for the backlog metrics).
@@ -246,19 +250,19 @@ impl Store {
 
     /// The earliest moment an open, unleased row becomes due (for sleeping while idle).
     pub async fn next_due(&self, stale_after: Duration) -> anyhow::Result<Option<DateTime<Utc>>> {
-        metered!(self, s => s.next_due(stale_after))
+        metered!(self, s => driver::Driver::earliest_due(s, stale_after, true))
     }
 
     /// Every row, in id order: for inspection, tests and tools, not for big tables.
     pub async fn rows(&self) -> anyhow::Result<Vec<SessionRow>> {
-        metered!(self, s => s.rows())
+        metered!(self, s => shared::rows(s))
     }
 
     /// Records application activity on a session (inserting it if new), as an application
     /// would: it is deleted once `worker.stale_after` has passed without more activity. For tests
     /// and tools; the daemon itself never calls it.
     pub async fn touch(&self, session_id: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
-        metered!(self, Write, s => s.touch(session_id, at))
+        metered!(self, Write, s => shared::touch(s, session_id, at))
     }
 
     /// Opens the database for `status`: read-only, never created, never migrated (SQLite:
@@ -317,7 +321,7 @@ impl Store {
 
     /// What `prune` would delete: final rows finished before `cutoff`, counted per state.
     pub async fn prunable(&self, cutoff: DateTime<Utc>) -> anyhow::Result<Vec<(State, i64)>> {
-        metered!(self, s => s.prunable(cutoff))
+        metered!(self, s => shared::prunable(s, cutoff))
     }
 
     /// Rows that became final in each of `minutes` minutes from `start`, counted in the

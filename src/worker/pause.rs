@@ -38,36 +38,21 @@ impl Deleter {
             let api_message = answer.message.as_deref().unwrap_or_default();
             // The row whose answer started the pause is named too: the line stands alone.
             let (row_id, session) = (row.id, logged(&row.session_id));
+            // One line, its level and message by the kind of pause; the fields are the same.
+            macro_rules! pause_line {
+                ($level:ident, $message:literal) => {
+                    tracing::$level!(pause_s, http_status, api_code, api_message, row_id, %session, first_in_cluster, $message)
+                };
+            }
             match answer.verdict {
-                Verdict::KeyRejected => tracing::error!(
-                    pause_s,
-                    http_status,
-                    api_code,
-                    api_message,
-                    row_id,
-                    %session,
-                    first_in_cluster,
-                    "the API rejected the apikey: all calls stopped, rows untouched; fix api.apikey"
-                ),
-                Verdict::QuotaExhausted => tracing::warn!(
-                    pause_s,
-                    http_status,
-                    api_code,
-                    api_message,
-                    row_id,
-                    %session,
-                    first_in_cluster,
-                    "the account's API quota is spent: all calls paused"
-                ),
-                _ => tracing::warn!(
-                    pause_s,
-                    http_status,
-                    api_code,
-                    row_id,
-                    %session,
-                    first_in_cluster,
-                    "the API asked us to slow down (429): all calls paused"
-                ),
+                Verdict::KeyRejected => {
+                    pause_line!(
+                        error,
+                        "the API rejected the apikey: all calls stopped, rows untouched; fix api.apikey"
+                    )
+                }
+                Verdict::QuotaExhausted => pause_line!(warn, "the account's API quota is spent: all calls paused"),
+                _ => pause_line!(warn, "the API asked us to slow down (429): all calls paused"),
             }
         }
         true

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{ceiling_line, secs, standin};
+use super::{ceiling_line, secs, standin, verified_line};
 use crate::ceiling;
 use crate::db::Db;
 use crate::report::{Report, thousands};
@@ -40,13 +40,7 @@ pub async fn latency(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         format!("≥ {goal:.0}/s (0.95 × {ideal:.0})"),
         m.per_second() >= goal,
     );
-    let (value, ok) = m.verify(true);
-    report.check(
-        format!("{label}: all rows deleted, no repeats"),
-        value,
-        "all deleted, 0 repeats",
-        ok,
-    );
+    verified_line(report, &label, &m);
     Ok(())
 }
 
@@ -117,12 +111,6 @@ pub async fn rate(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
             secs(m.run.wall)
         ),
     );
-    let (value, ok) = m.verify(true);
-    report.check(
-        format!("{label}: all rows deleted, no repeats"),
-        value,
-        "all deleted, 0 repeats",
-        ok,
-    );
+    verified_line(report, &label, &m);
     Ok(())
 }

@@ -110,6 +110,12 @@ fn daemon_lines(report: &mut Report, label: &str, m: &Measured, ceiling: f64, go
         Some(goal) => report.check(what, value, format!("≥ {goal}"), ratio >= goal),
         None => report.info(what, value),
     }
+    verified_line(report, label, m);
+    leased_line(report, label, m);
+}
+
+/// Every row deleted and none requested twice.
+pub(super) fn verified_line(report: &mut Report, label: &str, m: &Measured) {
     let (value, ok) = m.verify(true);
     report.check(
         format!("{label}: all rows deleted, no repeats"),
@@ -117,7 +123,6 @@ fn daemon_lines(report: &mut Report, label: &str, m: &Measured, ceiling: f64, go
         "all deleted, 0 repeats",
         ok,
     );
-    leased_line(report, label, m);
 }
 
 /// Rows claimed whose outcomes are not written yet: held by the pool, or not.

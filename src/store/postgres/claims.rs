@@ -77,31 +77,6 @@ impl PgStore {
         Ok(claimed)
     }
 
-    /// Reads only; no lock (a row the application holds locked is read as last committed).
-    /// Whether `instance_id` still holds row `id` open and the row is still wanted: due by
-    /// `delete_after`, or stale by `last_activity_at`.
-    pub async fn still_due(
-        &self,
-        instance_id: &str,
-        id: i64,
-        now: DateTime<Utc>,
-        stale_after: Duration,
-    ) -> anyhow::Result<bool> {
-        let found: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM reaper_sessions
-              WHERE id = $1 AND lease_owner = $2 AND state IN ('pending', 'retrying')
-                AND (delete_after <= $3 OR last_activity_at <= $4)",
-        )
-        .bind(id)
-        .bind(instance_id)
-        .bind(now)
-        .bind(now - chrono_duration(stale_after))
-        .fetch_optional(&self.pool)
-        .await
-        .context("Failed to check that a session is still due")?;
-        Ok(found.is_some())
-    }
-
     /// Locks: the listed rows still leased to `owner`, in id order (as outcomes lock them).
     /// Rows the application holds locked are skipped (`SKIP LOCKED`) rather than waited on, so
     /// one locked row cannot stall the renewal of all the others; they are counted as `locked`.

@@ -5,7 +5,6 @@
 
 mod budget;
 mod claims;
-mod instances;
 mod maintenance;
 mod operator;
 mod outcomes;
@@ -20,13 +19,11 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
+use super::driver::{Bind, Driver, bound};
 use super::rows::{self, ReadRow};
 use super::types::{self as types};
 use super::types::{Claimed, Renewal, SetAside};
-use super::{
-    ClaimRequest, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Requeue, SessionRow, StatusReport,
-    chrono_duration,
-};
+use super::{ClaimRequest, ClaimedRow, OutcomeWrite, Requeue, chrono_duration};
 use crate::editor::Editor;
 
 /// The two outcome writers, heartbeat, housekeeping and spares (claims have their own pool).
@@ -155,6 +152,34 @@ impl PgStore {
             .await
             .context("Failed to analyze reaper_sessions")?;
         Ok(())
+    }
+}
+
+impl Driver for PgStore {
+    type Row = sqlx::postgres::PgRow;
+    const BUDGET_READ: &'static str = budget::READ;
+
+    async fn read_all(&self, sql: &'static str, binds: &[Bind<'_>]) -> sqlx::Result<Vec<Self::Row>> {
+        bound::<sqlx::Postgres, _>(sql, binds, std::convert::identity)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    async fn read_optional(&self, sql: &'static str, binds: &[Bind<'_>]) -> sqlx::Result<Option<Self::Row>> {
+        bound::<sqlx::Postgres, _>(sql, binds, std::convert::identity)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    async fn write(&self, sql: &'static str, binds: &[Bind<'_>]) -> sqlx::Result<u64> {
+        let done = bound::<sqlx::Postgres, _>(sql, binds, std::convert::identity)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn earliest_due(&self, stale_after: Duration, leases: bool) -> anyhow::Result<Option<DateTime<Utc>>> {
+        self.earliest_open_due(stale_after, leases).await
     }
 }
 

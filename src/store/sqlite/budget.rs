@@ -76,13 +76,4 @@ impl SqliteStore {
         .context("Failed to end the probe")?;
         Ok(done.rows_affected() > 0)
     }
-
-    /// The budget row as it is (no lock), for `status` and the page.
-    pub async fn budget(&self) -> anyhow::Result<BudgetRow> {
-        let found = sqlx::query(READ)
-            .fetch_optional(&self.pool)
-            .await
-            .context("Failed to read the budget row")?;
-        found.map_or_else(|| Ok(BudgetRow::default()), |row| rows::budget_row(&row))
-    }
 }

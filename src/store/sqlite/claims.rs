@@ -128,31 +128,6 @@ impl SqliteStore {
         Ok(claimed)
     }
 
-    /// Reads only; no lock. Whether `instance_id` still holds row `id` open and the row is still
-    /// wanted: due by `delete_after`, or stale by `last_activity_at` (the application may have
-    /// moved either since the claim).
-    pub async fn still_due(
-        &self,
-        instance_id: &str,
-        id: i64,
-        now: DateTime<Utc>,
-        stale_after: Duration,
-    ) -> anyhow::Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM reaper_sessions
-              WHERE id = ?1 AND lease_owner = ?2 AND state IN ('pending', 'retrying')
-                AND (delete_after <= ?3 OR last_activity_at <= ?4)",
-        )
-        .bind(id)
-        .bind(instance_id)
-        .bind(ms(now))
-        .bind(ms(now - chrono_duration(stale_after)))
-        .fetch_optional(&self.pool)
-        .await
-        .context("Failed to check that a session is still due")?;
-        Ok(found.is_some())
-    }
-
     /// Locks: the database for writing; renews the listed rows still leased to `owner`.
     pub async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> anyhow::Result<Renewal> {
         let done = sqlx::query(

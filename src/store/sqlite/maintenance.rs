@@ -62,39 +62,4 @@ impl SqliteStore {
         tx.commit().await.context("Failed to commit the requeue")?;
         Ok(moved)
     }
-
-    pub async fn prune(&self, cutoff: DateTime<Utc>, limit: u32) -> anyhow::Result<u64> {
-        let done = sqlx::query(
-            "DELETE FROM reaper_sessions WHERE id IN (
-                 SELECT id FROM reaper_sessions
-                  WHERE finished_at < ?1 AND state NOT IN ('pending', 'retrying') LIMIT ?2)",
-        )
-        .bind(ms(cutoff))
-        .bind(i64::from(limit))
-        .execute(&self.writer)
-        .await
-        .context("Failed to prune finished sessions")?;
-        Ok(done.rows_affected())
-    }
-
-    pub async fn rows(&self) -> anyhow::Result<Vec<SessionRow>> {
-        let found = sqlx::query("SELECT * FROM reaper_sessions ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .context("Failed to list sessions")?;
-        found.iter().map(rows::session_row).collect()
-    }
-
-    pub async fn touch(&self, session_id: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
-        sqlx::query(
-            "INSERT INTO reaper_sessions (session_id, delete_after, last_activity_at) VALUES (?1, NULL, ?2)
-             ON CONFLICT (session_id) DO UPDATE SET last_activity_at = excluded.last_activity_at",
-        )
-        .bind(session_id)
-        .bind(ms(at))
-        .execute(&self.writer)
-        .await
-        .context("Failed to record session activity")?;
-        Ok(())
-    }
 }

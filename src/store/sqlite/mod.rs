@@ -4,7 +4,6 @@
 
 mod budget;
 mod claims;
-mod instances;
 mod maintenance;
 mod operator;
 mod outcomes;
@@ -21,13 +20,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, SqlitePool};
 
 use self::watch::{FileWatch, is_read_only};
+use super::driver::{Bind, Driver, bound};
 use super::rows::{self, ReadRow};
 use super::types::{self as types};
 use super::types::{Claimed, Renewal, SetAside};
-use super::{
-    ClaimRequest, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Requeue, SessionRow, StatusReport,
-    chrono_duration,
-};
+use super::{ClaimRequest, ClaimedRow, OutcomeWrite, Requeue, chrono_duration};
 use crate::editor::Editor;
 
 /// How long a statement waits for another writer before failing with "database is locked".
@@ -194,6 +191,30 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.pool.close().await;
         self.writer.close().await;
+    }
+}
+
+impl Driver for SqliteStore {
+    type Row = sqlx::sqlite::SqliteRow;
+    const BUDGET_READ: &'static str = budget::READ;
+
+    async fn read_all(&self, sql: &'static str, binds: &[Bind<'_>]) -> sqlx::Result<Vec<Self::Row>> {
+        bound::<sqlx::Sqlite, _>(sql, binds, ms).fetch_all(&self.pool).await
+    }
+
+    async fn read_optional(&self, sql: &'static str, binds: &[Bind<'_>]) -> sqlx::Result<Option<Self::Row>> {
+        bound::<sqlx::Sqlite, _>(sql, binds, ms)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    async fn write(&self, sql: &'static str, binds: &[Bind<'_>]) -> sqlx::Result<u64> {
+        let done = bound::<sqlx::Sqlite, _>(sql, binds, ms).execute(&self.writer).await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn earliest_due(&self, stale_after: Duration, leases: bool) -> anyhow::Result<Option<DateTime<Utc>>> {
+        self.earliest_open_due(stale_after, leases).await
     }
 }
 

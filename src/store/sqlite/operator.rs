@@ -95,21 +95,4 @@ impl SqliteStore {
         candidates.dedup_by_key(|(id, ..)| *id);
         Ok(candidates)
     }
-
-    /// Final rows finished before `cutoff`, counted per state.
-    pub async fn prunable(&self, cutoff: DateTime<Utc>) -> anyhow::Result<Vec<(State, i64)>> {
-        let rows = sqlx::query(
-            "SELECT state, COUNT(*) AS n FROM reaper_sessions
-              WHERE finished_at < ?1 AND state NOT IN ('pending', 'retrying')
-              GROUP BY state",
-        )
-        .bind(ms(cutoff))
-        .fetch_all(&self.pool)
-        .await
-        .context("Failed to count prunable sessions")?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| Some((State::parse(row.get("state"))?, row.get("n"))))
-            .collect())
-    }
 }

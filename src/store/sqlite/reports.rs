@@ -3,45 +3,13 @@
 use super::*;
 
 impl SqliteStore {
-    pub async fn status(&self, now: DateTime<Utc>, stale_after: Duration) -> anyhow::Result<StatusReport> {
-        let counts = sqlx::query("SELECT editor, state, COUNT(*) AS n FROM reaper_sessions GROUP BY editor, state")
-            .fetch_all(&self.pool)
-            .await
-            .context("Failed to count sessions")?;
-        let summary = sqlx::query(
-            "SELECT
-               (SELECT COUNT(*) FROM reaper_sessions
-                 WHERE lease_owner IS NOT NULL AND lease_expires_at > ?1
-                   AND state IN ('pending', 'retrying')) AS in_flight,
-               -- The newest entry of the finished_at index, not a scan of every final row.
-               (SELECT finished_at FROM reaper_sessions
-                 WHERE finished_at IS NOT NULL AND state IN ('deleted', 'gone')
-                 ORDER BY finished_at DESC LIMIT 1) AS last_success",
-        )
-        .bind(ms(now))
-        .fetch_one(&self.pool)
-        .await
-        .context("Failed to read the status")?;
-        // Through the partial index of rows with an error (migrations 0004/0005).
-        let last_error = sqlx::query(
-            "SELECT last_attempt_at, last_error FROM reaper_sessions
-              WHERE last_error IS NOT NULL AND last_attempt_at IS NOT NULL
-              ORDER BY last_attempt_at DESC LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .context("Failed to read the last error")?;
-        let earliest_due = self.earliest_due(stale_after, false).await?;
-        rows::status_report(&counts, &summary, last_error.as_ref(), earliest_due)
-    }
-
-    pub async fn next_due(&self, stale_after: Duration) -> anyhow::Result<Option<DateTime<Utc>>> {
-        self.earliest_due(stale_after, true).await
-    }
-
     /// Earliest due moment among open rows; with `leases`, a leased row counts as due when its
     /// lease runs out (a crashed replica's rows).
-    async fn earliest_due(&self, stale_after: Duration, leases: bool) -> anyhow::Result<Option<DateTime<Utc>>> {
+    pub(super) async fn earliest_open_due(
+        &self,
+        stale_after: Duration,
+        leases: bool,
+    ) -> anyhow::Result<Option<DateTime<Utc>>> {
         let stale_ms = i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX / 2);
         // CAST: a value the guards would refuse (REAL, text, a blob: written around them) still
         // reads as an integer (saturating), and the claim then sets its row aside.
@@ -81,6 +49,6 @@ impl SqliteStore {
         .fetch_one(&self.pool)
         .await
         .context("Failed to count open sessions")?;
-        Ok((open, self.earliest_due(stale_after, false).await?))
+        Ok((open, self.earliest_open_due(stale_after, false).await?))
     }
 }
