@@ -24,12 +24,17 @@ pub struct BudgetRow {
     /// When the read's answer arrived here: `now_us` happened no later (send times counted from
     /// it are never early, and late by at most the read's round trip).
     pub read_at: Option<std::time::Instant>,
+    /// The budget as the replica that reserved last configured it.
     pub rate_per_second: i64,
     pub burst: i64,
+    /// GCRA's theoretical arrival time: where the next send time would fall without a burst.
     pub tat_us: i64,
+    /// The minute being counted, what it has handed out so far, and the last whole minute's.
     pub minute_start_us: i64,
     pub minute_reserved: i64,
     pub last_minute_reserved: i64,
+    /// The cluster's pause: its reason (an `AnswerClass` label), since and until when, whether
+    /// it ends with a probe, who began it and the API's answer.
     pub paused: bool,
     pub pause_reason: Option<String>,
     pub paused_since_us: Option<i64>,
@@ -38,6 +43,7 @@ pub struct BudgetRow {
     pub paused_by: Option<String>,
     pub pause_http_status: Option<i64>,
     pub pause_api_code: Option<i64>,
+    /// The replica holding the one probe through a pause, and until when its lease runs.
     pub probe_owner: Option<String>,
     pub probe_until_us: Option<i64>,
 }
@@ -122,6 +128,7 @@ pub struct BudgetReport {
     /// Send times handed out in the last whole minute, and so far in this one.
     pub used_last_minute: i64,
     pub used_this_minute: i64,
+    /// The pause in force, if any.
     pub pause: Option<Pause>,
 }
 

@@ -22,6 +22,11 @@ pub(super) trait Driver {
     type Row: ReadRow;
     /// The budget row and the database's clock in microseconds as `now_us` (`budget_row` reads it).
     const BUDGET_READ: &'static str;
+    /// The status page's chart: `minute`, `n` for `$2` minutes from `$1`.
+    const FINISHED_PER_MINUTE: &'static str;
+    /// The status page's error table (`page_types::recent_errors` reads it): `$1` since, `$2`
+    /// rows scanned, `$3` groups.
+    const RECENT_ERRORS: &'static str;
 
     /// Every row of a read, on the read pool.
     async fn read_all(&self, sql: &'static str, binds: &[Bind<'_>]) -> sqlx::Result<Vec<Self::Row>>;

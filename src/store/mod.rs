@@ -327,13 +327,13 @@ impl Store {
     /// Rows that became final in each of `minutes` minutes from `start`, counted in the
     /// `finished_at` index: the status page's chart.
     pub async fn finished_per_minute(&self, start: DateTime<Utc>, minutes: usize) -> anyhow::Result<FinishedPerMinute> {
-        metered!(self, s => s.finished_per_minute(start, minutes))
+        metered!(self, s => shared::finished_per_minute(s, start, minutes))
     }
 
     /// The `limit` most common `last_error` texts among the newest `scan` rows with an error
     /// attempted since `since` (the status page's error table).
     pub async fn recent_errors(&self, since: DateTime<Utc>, scan: u32, limit: u32) -> anyhow::Result<RecentErrors> {
-        metered!(self, s => s.recent_errors(since, scan, limit))
+        metered!(self, s => shared::recent_errors(s, since, scan, limit))
     }
 }
 

@@ -29,6 +29,31 @@ pub(super) trait ReadRow {
     }
 }
 
+/// A text column of either backend's row.
+pub(super) fn text_of<R: sqlx::Row>(row: &R, column: &str) -> anyhow::Result<Option<String>>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    row.try_get(column)
+        .with_context(|| format!("Failed to read {column} as text"))
+}
+
+/// A column's value as it came, or `None` for NULL: where a backend decodes a time itself.
+pub(super) fn raw_of<'r, R: sqlx::Row>(
+    row: &'r R,
+    column: &str,
+) -> anyhow::Result<Option<<R::Database as sqlx::Database>::ValueRef<'r>>>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+{
+    use sqlx::ValueRef;
+    let raw = row
+        .try_get_raw(column)
+        .with_context(|| format!("Failed to read {column}"))?;
+    Ok((!raw.is_null()).then_some(raw))
+}
+
 /// An integer column that must fit 32 bits.
 fn int32(value: Option<i64>, column: &str) -> anyhow::Result<Option<i32>> {
     value

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use super::budget::BudgetRow;
 use super::chrono_duration;
 use super::driver::{Bind, Driver};
+use super::page_types::{self, FinishedPerMinute, RecentErrors};
 use super::rows::{self, ReadRow};
 use super::types::{InstanceBeat, InstanceRow, SessionRow, State, StatusReport};
 
@@ -216,4 +217,37 @@ pub(super) async fn touch<D: Driver>(d: &D, session_id: &str, at: DateTime<Utc>)
     .await
     .context("Failed to record session activity")?;
     Ok(())
+}
+
+/// The status page's chart (see `Driver::FINISHED_PER_MINUTE`). Reads only.
+pub(super) async fn finished_per_minute<D: Driver>(
+    d: &D,
+    start: DateTime<Utc>,
+    minutes: usize,
+) -> anyhow::Result<FinishedPerMinute> {
+    let found = d
+        .read_all(
+            D::FINISHED_PER_MINUTE,
+            &[Bind::Time(start), Bind::Int(i64::try_from(minutes).unwrap_or(i64::MAX))],
+        )
+        .await
+        .context("Failed to count finished sessions per minute")?;
+    page_types::finished_per_minute(&found, start, minutes)
+}
+
+/// The status page's error table (see `Driver::RECENT_ERRORS`). Reads only.
+pub(super) async fn recent_errors<D: Driver>(
+    d: &D,
+    since: DateTime<Utc>,
+    scan: u32,
+    limit: u32,
+) -> anyhow::Result<RecentErrors> {
+    let found = d
+        .read_all(
+            D::RECENT_ERRORS,
+            &[Bind::Time(since), Bind::Int(scan.into()), Bind::Int(limit.into())],
+        )
+        .await
+        .context("Failed to group the recent errors")?;
+    page_types::recent_errors(&found)
 }

@@ -3,7 +3,7 @@
 //! Each starts several daemons and checks every sliding second of the stand-in's arrivals; other
 //! tests on the same two cores would measure the scheduler more than the budget.
 
-#[allow(dead_code)]
+#[allow(dead_code, unused_macros, unused_imports)]
 #[path = "../it/helpers.rs"]
 mod helpers;
 

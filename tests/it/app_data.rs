@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use session_reaper::store::State;
 
-use crate::helpers::{APIKEY, Daemon, TestDb, backends, daemon, daemon_env, run_daemon, standin, text};
+use crate::helpers::{APIKEY, Daemon, TestDb, daemon, daemon_env, on_each_backend, run_daemon, standin, text};
 
 /// Runs `sql` on the test database as the application would (its own connection).
 async fn app_sql(db: &TestDb, sql: &str) -> Result<u64, sqlx::Error> {
@@ -38,7 +38,7 @@ fn state_of(rows: &[session_reaper::store::SessionRow], session_id: &str) -> (St
 
 #[tokio::test]
 async fn a_session_whose_user_came_back_during_its_retry_is_not_deleted() {
-    for db in backends().await {
+    on_each_backend!(db => {
         // Arrange: due by activity, and the first request fails transiently.
         let api = standin().await;
         let id = "flaky1-d26aa7b8029bf4f8d34c7dd00139392357d12";
@@ -83,15 +83,14 @@ async fn a_session_whose_user_came_back_during_its_retry_is_not_deleted() {
             "{}",
             db.name()
         );
-        db.cleanup().await;
-    }
+    });
 }
 
 /// Rows due by activity are queued behind a slow rate limit; mid-run the application records new
 /// activity on all of them. No request may leave after the commit, beyond the recheck window.
 #[tokio::test]
 async fn sessions_reactivated_while_queued_behind_the_rate_limit_are_spared() {
-    for db in backends().await {
+    on_each_backend!(db => {
         // Arrange
         let api = standin().await;
         let ids: Vec<String> = (0..30)
@@ -164,13 +163,12 @@ async fn sessions_reactivated_while_queued_behind_the_rate_limit_are_spared() {
             "{}",
             db.name()
         );
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
 async fn sessions_reactivated_during_a_quota_pause_are_not_sent_when_it_ends() {
-    for db in backends().await {
+    on_each_backend!(db => {
         // Arrange: the quota is spent; rows are claimed and wait in the pause.
         let api = standin().await;
         api.state.set_quota_spent(true);
@@ -219,8 +217,7 @@ async fn sessions_reactivated_during_a_quota_pause_are_not_sent_when_it_ends() {
             "{}: {rows:?}",
             db.name()
         );
-        db.cleanup().await;
-    }
+    });
 }
 
 /// 500 good rows and, among them, values the daemon cannot use. On SQLite the triggers of
@@ -228,7 +225,7 @@ async fn sessions_reactivated_during_a_quota_pause_are_not_sent_when_it_ends() {
 /// written before the migration, or by a tool that bypassed it.
 #[tokio::test]
 async fn poison_rows_are_set_aside_and_every_good_row_is_deleted() {
-    for db in backends().await {
+    on_each_backend!(db => {
         // Arrange
         let api = standin().await;
         let good: Vec<String> = (0..500)
@@ -291,8 +288,7 @@ async fn poison_rows_are_set_aside_and_every_good_row_is_deleted() {
             assert!(errors[1].contains("not valid UTF-8"), "{errors:?}");
             assert!(errors[2..].iter().all(|e| e.contains("attempts")), "{errors:?}");
         }
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
@@ -404,7 +400,7 @@ async fn sqlite_date_text_and_epoch_seconds_mean_what_the_application_meant() {
 
 #[tokio::test]
 async fn constraints_refuse_what_cannot_be_meant_at_insert_with_readable_names() {
-    for db in backends().await {
+    on_each_backend!(db => {
         let cases: Vec<(&str, &str)> = vec![
             (
                 "INSERT INTO reaper_sessions (session_id, attempts) VALUES ('neg1', -1)",
@@ -426,6 +422,5 @@ async fn constraints_refuse_what_cannot_be_meant_at_insert_with_readable_names()
             let error = app_sql(&db, sql).await.expect_err(sql).to_string();
             assert!(error.contains(name), "{}: {sql}: {error}", db.name());
         }
-        db.cleanup().await;
-    }
+    });
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::Utc;
 use session_reaper::store::{SessionRow, State};
 
-use crate::helpers::{APIKEY, backends, daemon_env, run_daemon, standin, text};
+use crate::helpers::{APIKEY, daemon_env, on_each_backend, run_daemon, standin, text};
 
 /// Bound on `run --once` passes; the mix needs about five.
 const MAX_PASSES: usize = 15;
@@ -59,7 +59,7 @@ fn session_ids() -> Vec<(String, &'static str)> {
 
 #[tokio::test]
 async fn a_mixed_table_ends_with_every_row_final_and_every_request_on_contract() {
-    for db in backends().await {
+    on_each_backend!(db => {
         // Arrange
         let api = standin().await;
         let good: Vec<String> = session_ids().into_iter().map(|(id, _)| id).collect();
@@ -164,6 +164,5 @@ async fn a_mixed_table_ends_with_every_row_final_and_every_request_on_contract()
             );
         }
         assert_eq!(api.state.stats().off_contract, 0);
-        db.cleanup().await;
-    }
+    });
 }

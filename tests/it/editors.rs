@@ -9,7 +9,7 @@ use chrono::Utc;
 use session_reaper::editor::Editor;
 use session_reaper::store::{SessionRow, State};
 
-use crate::helpers::{APIKEY, TestDb, backends, daemon, daemon_env, run_daemon, standin, text, untouched};
+use crate::helpers::{APIKEY, TestDb, daemon, daemon_env, on_each_backend, run_daemon, standin, text, untouched};
 
 /// Ids of `editor`'s sessions, `n` of them, with a scenario prefix (`""` for plain success).
 fn ids(editor: Editor, prefix: &str, n: usize) -> Vec<String> {
@@ -76,7 +76,7 @@ fn log_lines(stderr: &[u8], message: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn each_editor_is_sent_to_its_own_path_and_its_success_shape_counts_as_deleted() {
-    for db in backends().await {
+    on_each_backend!(db => {
         // Arrange: three sessions of each editor.
         let api = standin().await;
         enqueue_for_each_editor(&db, "", 3).await;
@@ -130,13 +130,12 @@ async fn each_editor_is_sent_to_its_own_path_and_its_success_shape_counts_as_del
         assert_eq!(status["deleted"], 12, "{status}");
         let output = run_daemon(&["status"], &env).await;
         assert!(text(&output).contains("editor sheet: deleted 3"), "{}", text(&output));
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
 async fn only_writer_reads_1833_as_gone_the_other_editors_retry_it() {
-    for db in backends().await {
+    on_each_backend!(db => {
         // Arrange: a session the stand-in answers 1833 for, per editor.
         let api = standin().await;
         enqueue_for_each_editor(&db, "gone-", 1).await;
@@ -161,13 +160,12 @@ async fn only_writer_reads_1833_as_gone_the_other_editors_retry_it() {
                 db.name()
             );
         }
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
 async fn a_rejected_key_of_any_editor_pauses_the_pool_and_charges_nothing() {
-    for db in backends().await {
+    on_each_backend!(db => {
         for editor in Editor::ALL {
             // Arrange: only this editor's sessions, and a wrong key.
             let api = standin().await;
@@ -200,13 +198,12 @@ async fn a_rejected_key_of_any_editor_pauses_the_pool_and_charges_nothing() {
             run_once_exiting(&db, editor, &daemon_env(&db.url, &api.base_url(), APIKEY), 0).await;
             assert_deleted_with_one_attempt(&db, editor).await;
         }
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
 async fn a_spent_quota_of_any_editor_pauses_the_pool_and_charges_nothing() {
-    for db in backends().await {
+    on_each_backend!(db => {
         for editor in Editor::ALL {
             // Arrange
             let api = standin().await;
@@ -233,13 +230,12 @@ async fn a_spent_quota_of_any_editor_pauses_the_pool_and_charges_nothing() {
             run_once_exiting(&db, editor, &env, 0).await;
             assert_deleted_with_one_attempt(&db, editor).await;
         }
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
 async fn enqueue_takes_an_editor_and_the_table_refuses_an_unknown_one_by_name() {
-    for db in backends().await {
+    on_each_backend!(db => {
         let api = standin().await;
         let env = daemon_env(&db.url, &api.base_url(), APIKEY);
         // enqueue --editor show
@@ -302,8 +298,7 @@ async fn enqueue_takes_an_editor_and_the_table_refuses_an_unknown_one_by_name() 
             rows.iter().find(|r| r.session_id == default).unwrap().editor,
             Editor::Writer
         );
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
@@ -440,7 +435,7 @@ fn assert_source_outcome(db_name: &str, rows: &[SessionRow], api: &session_reape
 
 #[tokio::test]
 async fn a_sqlite_source_feeds_the_daemon_read_only_on_either_backend() {
-    for db in backends().await {
+    on_each_backend!(db => {
         // Arrange: the application's file, not writable, and its bytes.
         let dir = tempfile::tempdir().unwrap();
         let (path, url) = sqlite_app(dir.path()).await;
@@ -473,8 +468,7 @@ async fn a_sqlite_source_feeds_the_daemon_read_only_on_either_backend() {
             1,
             "files appeared next to the application's: {companions:?}"
         );
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
@@ -524,7 +518,7 @@ async fn a_postgres_source_feeds_a_daemon_on_sqlite() {
 
 #[tokio::test]
 async fn a_broken_source_query_is_exit_78_at_start_with_the_databases_message() {
-    for db in backends().await {
+    on_each_backend!(db => {
         let api = standin().await;
         // The daemon's own database as the source (the default), a table that does not exist.
         let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
@@ -539,8 +533,7 @@ async fn a_broken_source_query_is_exit_78_at_start_with_the_databases_message() 
             assert!(logs.contains("source.query"), "{logs}");
             assert!(logs.contains("no_such_table"), "{}: {logs}", db.name());
         }
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::helpers::{
-    APIKEY, Daemon, TestDb, backends, claim_at, daemon, daemon_env, daemon_env_with, enqueue_numbered, free_port,
-    run_daemon, standin, text, untouched, wait_for_requests,
+    APIKEY, Daemon, TestDb, claim_at, daemon, daemon_env, daemon_env_with, enqueue_numbered, free_port,
+    on_each_backend, run_daemon, standin, text, untouched, wait_for_requests,
 };
 
 #[tokio::test]
@@ -70,7 +70,7 @@ async fn sighup_stops_gracefully_and_removes_the_instance_row() {
 /// `shutdown.grace` + 2 s, and says how many outcomes it could not write.
 #[tokio::test]
 async fn shutdown_is_bounded_by_the_grace_while_the_database_is_locked() {
-    for db in backends().await {
+    on_each_backend!(db => {
         // Arrange: requests in flight, then the application locks everything.
         let api = standin().await;
         api.state.set_latency(Duration::from_millis(1500));
@@ -97,8 +97,7 @@ async fn shutdown_is_bounded_by_the_grace_while_the_database_is_locked() {
             db.name()
         );
         assert!(logs.contains("shutting down"), "{logs}");
-        db.cleanup().await;
-    }
+    });
 }
 
 /// A lock held by a second connection for as long as the value lives (read by `Drop` only).
@@ -148,7 +147,7 @@ async fn run_once_exits_69_when_the_database_stays_unreachable() {
 
 #[tokio::test]
 async fn run_once_exits_77_on_a_rejected_key_and_75_on_a_spent_quota_leaving_rows_untouched() {
-    for db in backends().await {
+    on_each_backend!(db => {
         let api = standin().await;
         enqueue_numbered(&db, "acct", 20).await;
 
@@ -171,8 +170,7 @@ async fn run_once_exits_77_on_a_rejected_key_and_75_on_a_spent_quota_leaving_row
         api.state.set_quota_spent(false);
         let output = run_daemon(&["run", "--once"], &env).await;
         assert_eq!(output.status.code(), Some(0), "{}: {}", db.name(), text(&output));
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]

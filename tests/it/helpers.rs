@@ -88,6 +88,19 @@ pub async fn backends() -> Vec<TestDb> {
     all
 }
 
+/// Runs the block once per backend (`backends()`), with `db` bound to that backend's fresh
+/// database, and drops the database after the block (not after a failed assertion: a failing
+/// test's database stays for a look; `.ci/run` drops leftovers).
+macro_rules! on_each_backend {
+    ($db:ident => $body:block) => {
+        for $db in $crate::helpers::backends().await {
+            $body
+            $db.cleanup().await;
+        }
+    };
+}
+pub(crate) use on_each_backend;
+
 pub async fn standin() -> StandIn {
     testkit::start_standin(APIKEY).await.expect("start stand-in")
 }

@@ -13,7 +13,7 @@ use session_reaper::store::State;
 use sqlx::Connection;
 
 use crate::helpers::{
-    APIKEY, STATUS_KEYS, TestDb, backends, config_file, daemon, daemon_env, run_daemon, standin, text,
+    APIKEY, STATUS_KEYS, TestDb, config_file, daemon, daemon_env, on_each_backend, run_daemon, standin, text,
 };
 
 /// A live-looking session id: hex, 45 characters, like the API's samples.
@@ -456,7 +456,7 @@ async fn status_watch_shows_a_fresh_reading_each_interval_until_interrupted() {
 
 #[tokio::test]
 async fn dry_runs_of_prune_and_requeue_say_what_would_change_and_change_nothing() {
-    for db in backends().await {
+    on_each_backend!(db => {
         // Arrange: two failed rows and one deleted row.
         let api = standin().await;
         let failed = [format!("bad-{LIVE_ID}"), format!("bad-b{LIVE_ID}")];
@@ -504,13 +504,12 @@ async fn dry_runs_of_prune_and_requeue_say_what_would_change_and_change_nothing(
             before,
             "{backend}: a dry run changed rows"
         );
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
 async fn requeue_reports_unknown_and_unfinished_ids_exits_65_and_counts_only_rows_that_moved() {
-    for db in backends().await {
+    on_each_backend!(db => {
         // Arrange: a failed row, a pending row, and an id without a row.
         let api = standin().await;
         db.store.enqueue(&["bad-rq1".into()], Utc::now()).await.unwrap();
@@ -540,8 +539,7 @@ async fn requeue_reports_unknown_and_unfinished_ids_exits_65_and_counts_only_row
         let rows = db.store.rows().await.unwrap();
         assert_eq!(rows.len(), 2, "{backend}: {rows:?}");
         assert!(rows.iter().all(|r| r.state == State::Pending), "{backend}: {rows:?}");
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]

@@ -9,7 +9,8 @@ use serde_json::Value;
 use session_reaper::store::{OutcomeWrite, State};
 
 use crate::helpers::{
-    APIKEY, Daemon, STATUS_KEYS, backends, claim_at, daemon, daemon_env, free_port, get, run_daemon, standin, text,
+    APIKEY, Daemon, STATUS_KEYS, claim_at, daemon, daemon_env, free_port, get, on_each_backend, run_daemon, standin,
+    text,
 };
 
 /// The error text a row ends with before the daemon starts: markup the page must not render.
@@ -21,7 +22,7 @@ fn shared(json: &Value) -> Vec<(&'static str, Value)> {
 
 #[tokio::test]
 async fn the_status_page_shows_the_counts_escapes_errors_hides_session_ids_and_matches_status_json() {
-    for db in backends().await {
+    on_each_backend!(db => {
         // Arrange: one row failed with markup as its error, then a mix for the daemon.
         let hostile_id = format!("hostile-{}", uuid::Uuid::new_v4().simple());
         db.store
@@ -147,6 +148,5 @@ async fn the_status_page_shows_the_counts_escapes_errors_hides_session_ids_and_m
         child.signal("-TERM");
         let output = child.finish().await;
         assert!(output.status.success(), "{}", text(&output));
-        db.cleanup().await;
-    }
+    });
 }

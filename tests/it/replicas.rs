@@ -7,7 +7,7 @@ use chrono::Utc;
 use session_reaper::store::{State, Store};
 
 use crate::helpers::{
-    APIKEY, Daemon, TestDb, backends, daemon, daemon_env, daemon_env_with, enqueue_numbered, standin, text,
+    APIKEY, Daemon, TestDb, daemon, daemon_env, daemon_env_with, enqueue_numbered, on_each_backend, standin, text,
 };
 
 fn spawn(env: &[(String, String)], args: &[&str]) -> Daemon {
@@ -32,7 +32,7 @@ async fn wait_rows(
 
 #[tokio::test]
 async fn three_replicas_on_one_table_delete_every_session_exactly_once() {
-    for db in backends().await {
+    on_each_backend!(db => {
         let api = standin().await;
         let ids = enqueue_numbered(&db, "rep", 3000).await;
         let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
@@ -57,13 +57,12 @@ async fn three_replicas_on_one_table_delete_every_session_exactly_once() {
             "{}: clean exits left instances",
             db.name()
         );
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
 async fn a_killed_replicas_rows_are_taken_over_within_two_leases() {
-    for db in backends().await {
+    on_each_backend!(db => {
         // Arrange: replica A holds rows in slow requests when it dies.
         let api = standin().await;
         api.state.set_latency(Duration::from_secs(30));
@@ -117,8 +116,7 @@ async fn a_killed_replicas_rows_are_taken_over_within_two_leases() {
             );
         }
         eprintln!("{}: takeover after kill -9 took {takeover:?} (lease 2s)", db.name());
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]

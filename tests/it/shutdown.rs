@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use session_reaper::store::State;
 
-use crate::helpers::{APIKEY, Daemon, backends, daemon, daemon_env, run_daemon, standin, text, wait_for_requests};
+use crate::helpers::{
+    APIKEY, Daemon, daemon, daemon_env, on_each_backend, run_daemon, standin, text, wait_for_requests,
+};
 
 const ROWS: usize = 40;
 /// `worker.concurrency` in the tests' daemon environment.
@@ -14,7 +16,7 @@ const CONCURRENCY: u64 = 8;
 
 #[tokio::test]
 async fn sigterm_mid_run_loses_nothing_and_exits_zero() {
-    for db in backends().await {
+    on_each_backend!(db => {
         // Arrange: slow answers, so requests are in flight when the signal comes.
         let api = standin().await;
         api.state.set_latency(Duration::from_millis(800));
@@ -73,8 +75,7 @@ async fn sigterm_mid_run_loses_nothing_and_exits_zero() {
             "{}: a session was requested twice",
             db.name()
         );
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]

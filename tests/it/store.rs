@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use session_reaper::store::{OutcomeWrite, SessionRow, State, Store};
 
-use crate::helpers::{STALE_AFTER, backends, claim_at, finished};
+use crate::helpers::{STALE_AFTER, claim_at, finished, on_each_backend};
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap()
@@ -28,7 +28,7 @@ async fn row(store: &Store, session_id: &str) -> SessionRow {
 
 #[tokio::test]
 async fn a_claim_leases_due_rows_once_and_in_batches() {
-    for db in backends().await {
+    on_each_backend!(db => {
         // Arrange
         let store = &db.store;
         store.enqueue(&ids(5), t0()).await.unwrap();
@@ -41,13 +41,12 @@ async fn a_claim_leases_due_rows_once_and_in_batches() {
         assert_eq!(second.len(), 2, "{}", db.name());
         assert!(third.is_empty(), "{}: leased rows were claimed again", db.name());
         assert!(first.iter().chain(&second).all(|r| !r.taken_over));
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
 async fn rows_not_yet_due_are_left_alone() {
-    for db in backends().await {
+    on_each_backend!(db => {
         let store = &db.store;
         store
             .enqueue(&ids(2), t0() + chrono::Duration::minutes(5))
@@ -63,13 +62,12 @@ async fn rows_not_yet_due_are_left_alone() {
             .await
             .unwrap();
         assert_eq!(later.rows.len(), 2, "{}", db.name());
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
 async fn a_session_becomes_due_when_its_activity_is_older_than_stale_after() {
-    for db in backends().await {
+    on_each_backend!(db => {
         let store = &db.store;
         store.touch("active1", t0()).await.unwrap();
         let before = t0() + chrono::Duration::minutes(29);
@@ -83,13 +81,12 @@ async fn a_session_becomes_due_when_its_activity_is_older_than_stale_after() {
         let claimed = store.claim(&claim_at("a", stale, 10)).await.unwrap().rows;
         assert_eq!(claimed.len(), 1, "{}", db.name());
         assert_eq!(claimed[0].session_id, "active1");
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
 async fn an_expired_lease_is_taken_over_and_counted() {
-    for db in backends().await {
+    on_each_backend!(db => {
         let store = &db.store;
         store.enqueue(&ids(1), t0()).await.unwrap();
         let crashed = store.claim(&claim_at("crashed", t0(), 10)).await.unwrap().rows;
@@ -123,13 +120,12 @@ async fn an_expired_lease_is_taken_over_and_counted() {
             db.name()
         );
         assert_eq!(r.taken_over_from.as_deref(), Some("crashed"));
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
 async fn a_renewed_lease_is_not_taken_over() {
-    for db in backends().await {
+    on_each_backend!(db => {
         let store = &db.store;
         store.enqueue(&ids(1), t0()).await.unwrap();
         let claimed = store.claim(&claim_at("slow", t0(), 10)).await.unwrap().rows;
@@ -146,13 +142,12 @@ async fn a_renewed_lease_is_not_taken_over() {
             "{}",
             db.name()
         );
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
 async fn a_renewal_extends_only_the_listed_leases_of_its_owner() {
-    for db in backends().await {
+    on_each_backend!(db => {
         let store = &db.store;
         store.enqueue(&ids(3), t0()).await.unwrap();
         let claimed = store.claim(&claim_at("slow", t0(), 10)).await.unwrap().rows;
@@ -175,8 +170,7 @@ async fn a_renewal_extends_only_the_listed_leases_of_its_owner() {
         let taken = store.claim(&claim_at("other", at, 10)).await.unwrap().rows;
         assert_eq!(taken.iter().map(|r| r.id).collect::<Vec<_>>(), vec![c], "{}", db.name());
         assert!(taken[0].taken_over, "{}", db.name());
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
@@ -219,7 +213,7 @@ async fn postgres_claims_rewrite_rows_without_touching_their_indexes() {
 
 #[tokio::test]
 async fn outcomes_are_recorded_with_attempts_times_and_the_last_answer() {
-    for db in backends().await {
+    on_each_backend!(db => {
         let store = &db.store;
         store.enqueue(&ids(3), t0()).await.unwrap();
         let claimed = store.claim(&claim_at("me", t0(), 10)).await.unwrap().rows;
@@ -286,13 +280,12 @@ async fn outcomes_are_recorded_with_attempts_times_and_the_last_answer() {
             "{}",
             db.name()
         );
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
 async fn a_finished_row_is_never_written_again() {
-    for db in backends().await {
+    on_each_backend!(db => {
         let store = &db.store;
         store.enqueue(&ids(1), t0()).await.unwrap();
         let claimed = store.claim(&claim_at("me", t0(), 1)).await.unwrap().rows;
@@ -306,13 +299,12 @@ async fn a_finished_row_is_never_written_again() {
             .unwrap();
         assert_eq!(again, 0, "{}", db.name());
         assert_eq!(row(store, "session0000").await.state, State::Gone);
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
 async fn enqueue_ignores_duplicates_and_status_counts_states() {
-    for db in backends().await {
+    on_each_backend!(db => {
         let store = &db.store;
         assert_eq!(store.enqueue(&ids(4), t0()).await.unwrap(), 4);
         assert_eq!(store.enqueue(&ids(6), t0()).await.unwrap(), 2, "{}", db.name());
@@ -330,13 +322,12 @@ async fn enqueue_ignores_duplicates_and_status_counts_states() {
         assert_eq!(status.in_flight, 1, "{}", db.name());
         assert_eq!(status.earliest_due, Some(t0()));
         assert_eq!(status.last_success, Some(t0()));
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
 async fn the_next_due_time_sees_retries_and_expiring_leases() {
-    for db in backends().await {
+    on_each_backend!(db => {
         let store = &db.store;
         assert_eq!(store.next_due(STALE_AFTER).await.unwrap(), None, "{}", db.name());
         store.touch("idle1", t0()).await.unwrap();
@@ -354,13 +345,12 @@ async fn the_next_due_time_sees_retries_and_expiring_leases() {
             "{}",
             db.name()
         );
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
 async fn a_daemon_never_reclaims_its_own_expired_lease() {
-    for db in backends().await {
+    on_each_backend!(db => {
         // Its outcome may still be queued for writing (a database outage outlasted the lease):
         // claiming it again would send the same request twice.
         let store = &db.store;
@@ -388,13 +378,12 @@ async fn a_daemon_never_reclaims_its_own_expired_lease() {
             "{}",
             db.name()
         );
-        db.cleanup().await;
-    }
+    });
 }
 
 #[tokio::test]
 async fn a_leased_row_is_next_due_at_the_later_of_its_lease_and_its_own_due_time() {
-    for db in backends().await {
+    on_each_backend!(db => {
         // A replica died holding a session whose user then came back: the lease runs out long
         // before the session is stale again, and the idle loop must not spin on it meanwhile.
         let store = &db.store;
@@ -404,6 +393,5 @@ async fn a_leased_row_is_next_due_at_the_later_of_its_lease_and_its_own_due_time
         store.touch("back1", stale).await.unwrap();
         let next = store.next_due(STALE_AFTER).await.unwrap();
         assert_eq!(next, Some(stale + chrono::Duration::minutes(30)), "{}", db.name());
-        db.cleanup().await;
-    }
+    });
 }

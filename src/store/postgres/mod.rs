@@ -158,6 +158,8 @@ impl PgStore {
 impl Driver for PgStore {
     type Row = sqlx::postgres::PgRow;
     const BUDGET_READ: &'static str = budget::READ;
+    const FINISHED_PER_MINUTE: &'static str = page::FINISHED_PER_MINUTE;
+    const RECENT_ERRORS: &'static str = page::RECENT_ERRORS;
 
     async fn read_all(&self, sql: &'static str, binds: &[Bind<'_>]) -> sqlx::Result<Vec<Self::Row>> {
         bound::<sqlx::Postgres, _>(sql, binds, std::convert::identity)
@@ -185,8 +187,7 @@ impl Driver for PgStore {
 
 impl ReadRow for sqlx::postgres::PgRow {
     fn text(&self, column: &str) -> anyhow::Result<Option<String>> {
-        self.try_get(column)
-            .with_context(|| format!("Failed to read {column} as text"))
+        rows::text_of(self, column)
     }
 
     fn int(&self, column: &str) -> anyhow::Result<Option<i64>> {
@@ -204,13 +205,9 @@ impl ReadRow for sqlx::postgres::PgRow {
     /// `infinity` and `-infinity` (they arrive as i64::MAX / i64::MIN microseconds): those
     /// become chrono's latest and earliest times.
     fn time(&self, column: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
-        use sqlx::ValueRef;
-        let raw = self
-            .try_get_raw(column)
-            .with_context(|| format!("Failed to read {column}"))?;
-        if raw.is_null() {
+        let Some(raw) = rows::raw_of(self, column)? else {
             return Ok(None);
-        }
+        };
         anyhow::ensure!(
             raw.format() == sqlx::postgres::PgValueFormat::Binary,
             "{column} came in text format (this store only makes prepared queries)"

@@ -2,7 +2,6 @@
 //! reads through.
 
 use super::*;
-use crate::store::page_types::{self, FinishedPerMinute, RecentErrors};
 
 /// Connections of the status page's reader: a page view runs its reads two at a time.
 const PAGE_CONNECTIONS: u32 = 2;
@@ -29,48 +28,29 @@ impl PgStore {
             claims: pool,
         })
     }
-
-    /// Final rows per minute from `start` for `minutes` minutes, one range count of the
-    /// `finished_at` index per minute (index-only where the visibility map allows). Sixty range
-    /// counts took 109 ms for a million rows in the hour where one GROUP BY took 535 ms.
-    pub async fn finished_per_minute(&self, start: DateTime<Utc>, minutes: usize) -> anyhow::Result<FinishedPerMinute> {
-        let rows = sqlx::query(
-            "SELECT minute::bigint AS minute,
-                    (SELECT COUNT(*) FROM reaper_sessions
-                      WHERE finished_at >= $1 + minute * interval '1 minute'
-                        AND finished_at < $1 + (minute + 1) * interval '1 minute') AS n
-               FROM generate_series(0, $2 - 1) AS minute",
-        )
-        .bind(start)
-        .bind(i32::try_from(minutes).unwrap_or(i32::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .context("Failed to count finished sessions per minute")?;
-        page_types::finished_per_minute(&rows, start, minutes)
-    }
-
-    /// The `limit` most common (text, state) pairs among the newest `scan` errors attempted since `since`.
-    pub async fn recent_errors(&self, since: DateTime<Utc>, scan: u32, limit: u32) -> anyhow::Result<RecentErrors> {
-        let rows = sqlx::query(
-            "SELECT last_error, state, COUNT(*) AS n, MAX(last_attempt_at) AS latest_at,
-                    (ARRAY_AGG(id ORDER BY last_attempt_at DESC, id DESC))[1] AS id,
-                    (ARRAY_AGG(session_id ORDER BY last_attempt_at DESC, id DESC))[1] AS session_id,
-                    (SUM(COUNT(*)) OVER ())::bigint AS scanned, COUNT(*) OVER () AS distinct_errors
-               FROM (SELECT id, session_id, state, last_error, last_attempt_at
-                       FROM reaper_sessions
-                      WHERE last_error IS NOT NULL AND last_attempt_at >= $1
-                      ORDER BY last_attempt_at DESC
-                      LIMIT $2) recent
-              GROUP BY last_error, state
-              ORDER BY n DESC, latest_at DESC
-              LIMIT $3",
-        )
-        .bind(since)
-        .bind(i64::from(scan))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .context("Failed to group the recent errors")?;
-        page_types::recent_errors(&rows)
-    }
 }
+
+/// Final rows per minute from `$1` for `$2` minutes, one range count of the
+/// `finished_at` index per minute (index-only where the visibility map allows). Sixty range
+/// counts took 109 ms for a million rows in the hour where one GROUP BY took 535 ms.
+pub(super) const FINISHED_PER_MINUTE: &str = "
+    SELECT minute::bigint AS minute,
+         (SELECT COUNT(*) FROM reaper_sessions
+           WHERE finished_at >= $1 + minute * interval '1 minute'
+             AND finished_at < $1 + (minute + 1) * interval '1 minute') AS n
+    FROM generate_series(0, $2 - 1) AS minute";
+
+/// The `$3` most common (text, state) pairs among the newest `$2` errors attempted since `$1`.
+pub(super) const RECENT_ERRORS: &str = "
+    SELECT last_error, state, COUNT(*) AS n, MAX(last_attempt_at) AS latest_at,
+          (ARRAY_AGG(id ORDER BY last_attempt_at DESC, id DESC))[1] AS id,
+          (ARRAY_AGG(session_id ORDER BY last_attempt_at DESC, id DESC))[1] AS session_id,
+          (SUM(COUNT(*)) OVER ())::bigint AS scanned, COUNT(*) OVER () AS distinct_errors
+     FROM (SELECT id, session_id, state, last_error, last_attempt_at
+             FROM reaper_sessions
+            WHERE last_error IS NOT NULL AND last_attempt_at >= $1
+            ORDER BY last_attempt_at DESC
+            LIMIT $2) recent
+    GROUP BY last_error, state
+    ORDER BY n DESC, latest_at DESC
+    LIMIT $3";

@@ -197,6 +197,8 @@ impl SqliteStore {
 impl Driver for SqliteStore {
     type Row = sqlx::sqlite::SqliteRow;
     const BUDGET_READ: &'static str = budget::READ;
+    const FINISHED_PER_MINUTE: &'static str = page::FINISHED_PER_MINUTE;
+    const RECENT_ERRORS: &'static str = page::RECENT_ERRORS;
 
     async fn read_all(&self, sql: &'static str, binds: &[Bind<'_>]) -> sqlx::Result<Vec<Self::Row>> {
         bound::<sqlx::Sqlite, _>(sql, binds, ms).fetch_all(&self.pool).await
@@ -220,8 +222,7 @@ impl Driver for SqliteStore {
 
 impl ReadRow for sqlx::sqlite::SqliteRow {
     fn text(&self, column: &str) -> anyhow::Result<Option<String>> {
-        self.try_get(column)
-            .with_context(|| format!("Failed to read {column} as text"))
+        rows::text_of(self, column)
     }
 
     fn int(&self, column: &str) -> anyhow::Result<Option<i64>> {
@@ -231,12 +232,9 @@ impl ReadRow for sqlx::sqlite::SqliteRow {
 
     fn time(&self, column: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
         use sqlx::{TypeInfo, ValueRef};
-        let raw = self
-            .try_get_raw(column)
-            .with_context(|| format!("Failed to read {column}"))?;
-        if raw.is_null() {
+        let Some(raw) = rows::raw_of(self, column)? else {
             return Ok(None);
-        }
+        };
         match raw.type_info().name() {
             "TEXT" => {
                 let text: String = self
