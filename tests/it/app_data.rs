@@ -5,22 +5,9 @@ use std::time::{Duration, Instant};
 
 use session_reaper::store::State;
 
-use crate::helpers::{APIKEY, Daemon, TestDb, daemon, daemon_env, on_each_backend, run_daemon, standin, text};
-
-/// Runs `sql` on the test database as the application would (its own connection).
-async fn app_sql(db: &TestDb, sql: &str) -> Result<u64, sqlx::Error> {
-    if db.name() == "sqlite" {
-        let pool = sqlx::SqlitePool::connect(&db.url).await?;
-        let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&pool).await;
-        pool.close().await;
-        Ok(done?.rows_affected())
-    } else {
-        let pool = sqlx::PgPool::connect(&db.url).await?;
-        let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&pool).await;
-        pool.close().await;
-        Ok(done?.rows_affected())
-    }
-}
+use crate::helpers::{
+    APIKEY, Daemon, TestDb, app_sql, daemon, daemon_env, on_each_backend, run_daemon, standin, text, wait_for_requests,
+};
 
 /// `now` minus `minutes`, in the backend's own time idiom.
 fn ago(db: &TestDb, minutes: u32) -> String {
@@ -31,6 +18,30 @@ fn ago(db: &TestDb, minutes: u32) -> String {
     }
 }
 
+/// Inserts `n` sessions as the application would, last active an hour ago (so due by
+/// staleness), ids `{prefix}00…`; returns the ids.
+async fn insert_active(db: &TestDb, prefix: &str, n: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..n)
+        .map(|i| format!("{prefix}{i:02}d26aa7b8029bf4f8d34c7dd0013939"))
+        .collect();
+    let values: Vec<String> = ids
+        .iter()
+        .map(|id| format!("('{id}', NULL, {})", ago(db, 60)))
+        .collect();
+    let insert = format!(
+        "INSERT INTO reaper_sessions (session_id, delete_after, last_activity_at) VALUES {}",
+        values.join(", ")
+    );
+    app_sql(db, &insert).await.unwrap();
+    ids
+}
+
+/// The application records activity on every session now, and commits.
+async fn every_user_comes_back(db: &TestDb) {
+    let update = format!("UPDATE reaper_sessions SET last_activity_at = {}", ago(db, 0));
+    app_sql(db, &update).await.unwrap();
+}
+
 fn state_of(rows: &[session_reaper::store::SessionRow], session_id: &str) -> (State, i32) {
     let row = rows.iter().find(|r| r.session_id == session_id).expect("row exists");
     (row.state, row.attempts)
@@ -38,7 +49,7 @@ fn state_of(rows: &[session_reaper::store::SessionRow], session_id: &str) -> (St
 
 #[tokio::test]
 async fn a_session_whose_user_came_back_during_its_retry_is_not_deleted() {
-    on_each_backend!(db => {
+    on_each_backend!(|db| {
         // Arrange: due by activity, and the first request fails transiently.
         let api = standin().await;
         let id = "flaky1-d26aa7b8029bf4f8d34c7dd00139392357d12";
@@ -49,19 +60,10 @@ async fn a_session_whose_user_came_back_during_its_retry_is_not_deleted() {
         app_sql(&db, &insert).await.unwrap();
         let env = daemon_env(&db.url, &api.base_url(), APIKEY);
         assert!(run_daemon(&["run", "--once"], &env).await.status.success());
-        assert_eq!(
-            state_of(&db.store.rows().await.unwrap(), id),
-            (State::Retrying, 1),
-            "{}",
-            db.name()
-        );
+        assert_eq!(state_of(&db.store.rows().await.unwrap(), id), (State::Retrying, 1));
 
         // Act: the user comes back; the retry time passes; another pass runs.
-        let now = if db.name() == "sqlite" {
-            ago(&db, 0)
-        } else {
-            "now()".to_owned()
-        };
+        let now = ago(&db, 0);
         let touch = format!(
             "UPDATE reaper_sessions SET last_activity_at = {now}, next_attempt_at = {} WHERE session_id = '{id}'",
             ago(&db, 1)
@@ -77,12 +79,7 @@ async fn a_session_whose_user_came_back_during_its_retry_is_not_deleted() {
             "{}: the session was requested again",
             db.name()
         );
-        assert_eq!(
-            state_of(&db.store.rows().await.unwrap(), id),
-            (State::Retrying, 1),
-            "{}",
-            db.name()
-        );
+        assert_eq!(state_of(&db.store.rows().await.unwrap(), id), (State::Retrying, 1));
     });
 }
 
@@ -90,39 +87,18 @@ async fn a_session_whose_user_came_back_during_its_retry_is_not_deleted() {
 /// activity on all of them. No request may leave after the commit, beyond the recheck window.
 #[tokio::test]
 async fn sessions_reactivated_while_queued_behind_the_rate_limit_are_spared() {
-    on_each_backend!(db => {
+    on_each_backend!(|db| {
         // Arrange
         let api = standin().await;
-        let ids: Vec<String> = (0..30)
-            .map(|i| format!("queued{i:02}d26aa7b8029bf4f8d34c7dd0013939"))
-            .collect();
-        let values: Vec<String> = ids
-            .iter()
-            .map(|id| format!("('{id}', NULL, {})", ago(&db, 60)))
-            .collect();
-        let insert = format!(
-            "INSERT INTO reaper_sessions (session_id, delete_after, last_activity_at) VALUES {}",
-            values.join(", ")
-        );
-        app_sql(&db, &insert).await.unwrap();
+        let ids = insert_active(&db, "queued", 30).await;
         let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
         env.push(("SESSION_REAPER_WORKER__RATE_PER_SECOND".into(), "4".into()));
         env.push(("SESSION_REAPER_WORKER__BURST".into(), "1".into()));
         let running = Daemon::start(&mut daemon(&["run"], &env));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while api.state.requests().len() < 3 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_requests(&api, 3).await;
 
         // Act: the application records activity on every session, and commits.
-        let now = if db.name() == "sqlite" {
-            ago(&db, 0)
-        } else {
-            "now()".to_owned()
-        };
-        app_sql(&db, &format!("UPDATE reaper_sessions SET last_activity_at = {now}"))
-            .await
-            .unwrap();
+        every_user_comes_back(&db).await;
         let committed = Instant::now();
         tokio::time::sleep(Duration::from_secs(2)).await;
         running.signal("-TERM");
@@ -152,55 +128,30 @@ async fn sessions_reactivated_while_queued_behind_the_rate_limit_are_spared() {
         let requested = api.state.requests().len();
         assert!(requested < ids.len(), "{}: all {requested} were requested", db.name());
         let spared = rows.iter().filter(|r| !r.state.is_terminal()).count();
-        assert_eq!(spared, ids.len() - requested, "{}", db.name());
+        assert_eq!(spared, ids.len() - requested);
         assert!(
             rows.iter()
                 .filter(|r| !r.state.is_terminal())
                 .all(|r| r.attempts == 0 && r.lease_owner.is_none())
         );
-        assert!(
-            text(&output).contains("not deleted: the session is no longer due"),
-            "{}",
-            db.name()
-        );
+        assert!(text(&output).contains("not deleted: the session is no longer due"));
     });
 }
 
 #[tokio::test]
 async fn sessions_reactivated_during_a_quota_pause_are_not_sent_when_it_ends() {
-    on_each_backend!(db => {
+    on_each_backend!(|db| {
         // Arrange: the quota is spent; rows are claimed and wait in the pause.
         let api = standin().await;
         api.state.set_quota_spent(true);
-        let ids: Vec<String> = (0..10)
-            .map(|i| format!("paused{i:02}d26aa7b8029bf4f8d34c7dd0013939"))
-            .collect();
-        let values: Vec<String> = ids
-            .iter()
-            .map(|id| format!("('{id}', NULL, {})", ago(&db, 60)))
-            .collect();
-        let insert = format!(
-            "INSERT INTO reaper_sessions (session_id, delete_after, last_activity_at) VALUES {}",
-            values.join(", ")
-        );
-        app_sql(&db, &insert).await.unwrap();
+        insert_active(&db, "paused", 10).await;
         let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
         env.push(("SESSION_REAPER_RETRY__QUOTA_PAUSE".into(), "1500ms".into()));
         let running = Daemon::start(&mut daemon(&["run"], &env));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while api.state.requests().is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_requests(&api, 1).await;
 
         // Act: users come back during the pause; the quota is restored before it ends.
-        let now = if db.name() == "sqlite" {
-            ago(&db, 0)
-        } else {
-            "now()".to_owned()
-        };
-        app_sql(&db, &format!("UPDATE reaper_sessions SET last_activity_at = {now}"))
-            .await
-            .unwrap();
+        every_user_comes_back(&db).await;
         let committed = Instant::now();
         api.state.set_quota_spent(false);
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -225,7 +176,7 @@ async fn sessions_reactivated_during_a_quota_pause_are_not_sent_when_it_ends() {
 /// written before the migration, or by a tool that bypassed it.
 #[tokio::test]
 async fn poison_rows_are_set_aside_and_every_good_row_is_deleted() {
-    on_each_backend!(db => {
+    on_each_backend!(|db| {
         // Arrange
         let api = standin().await;
         let good: Vec<String> = (0..500)
@@ -269,13 +220,8 @@ async fn poison_rows_are_set_aside_and_every_good_row_is_deleted() {
             .status(chrono::Utc::now(), Duration::from_secs(1800))
             .await
             .unwrap();
-        assert_eq!(
-            report.count(State::Deleted),
-            500 + i64::from(db.name() != "sqlite"),
-            "{}",
-            db.name()
-        );
-        assert_eq!(report.open(), 0, "{}", db.name());
+        assert_eq!(report.count(State::Deleted), 500 + i64::from(db.name() != "sqlite"));
+        assert_eq!(report.open(), 0);
         if db.name() == "sqlite" {
             assert_eq!(report.count(State::Invalid), poison.len() as i64);
             let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
@@ -400,7 +346,7 @@ async fn sqlite_date_text_and_epoch_seconds_mean_what_the_application_meant() {
 
 #[tokio::test]
 async fn constraints_refuse_what_cannot_be_meant_at_insert_with_readable_names() {
-    on_each_backend!(db => {
+    on_each_backend!(|db| {
         let cases: Vec<(&str, &str)> = vec![
             (
                 "INSERT INTO reaper_sessions (session_id, attempts) VALUES ('neg1', -1)",

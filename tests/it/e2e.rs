@@ -59,7 +59,7 @@ fn session_ids() -> Vec<(String, &'static str)> {
 
 #[tokio::test]
 async fn a_mixed_table_ends_with_every_row_final_and_every_request_on_contract() {
-    on_each_backend!(db => {
+    on_each_backend!(|db| {
         // Arrange
         let api = standin().await;
         let good: Vec<String> = session_ids().into_iter().map(|(id, _)| id).collect();
@@ -149,7 +149,7 @@ async fn a_mixed_table_ends_with_every_row_final_and_every_request_on_contract()
         // Assert: every request the stand-in received.
         let requests = api.state.requests();
         let expected: u32 = MIX.iter().map(|(_, count, _, _, per)| *count as u32 * per).sum();
-        assert_eq!(requests.len() as u32, expected, "{}", db.name());
+        assert_eq!(requests.len() as u32, expected);
         for request in &requests {
             assert_eq!(request.method, "DELETE");
             assert_eq!(request.apikey.as_deref(), Some(APIKEY));

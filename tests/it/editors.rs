@@ -9,7 +9,9 @@ use chrono::Utc;
 use session_reaper::editor::Editor;
 use session_reaper::store::{SessionRow, State};
 
-use crate::helpers::{APIKEY, TestDb, daemon, daemon_env, on_each_backend, run_daemon, standin, text, untouched};
+use crate::helpers::{
+    APIKEY, TestDb, app_sql, daemon, daemon_env, on_each_backend, run_daemon, standin, text, untouched,
+};
 
 /// Ids of `editor`'s sessions, `n` of them, with a scenario prefix (`""` for plain success).
 fn ids(editor: Editor, prefix: &str, n: usize) -> Vec<String> {
@@ -64,6 +66,24 @@ async fn assert_deleted_with_one_attempt(db: &TestDb, editor: Editor) {
     );
 }
 
+/// `n` sessions of each editor (ids starting with `prefix`), then one `run --once` over them:
+/// the stand-in that answered, the daemon's environment and its output.
+async fn one_pass_over_each_editor(
+    db: &TestDb,
+    prefix: &str,
+    n: usize,
+) -> (
+    session_reaper::standin::StandIn,
+    Vec<(String, String)>,
+    std::process::Output,
+) {
+    let api = standin().await;
+    enqueue_for_each_editor(db, prefix, n).await;
+    let env = daemon_env(&db.url, &api.base_url(), APIKEY);
+    let output = run_daemon(&["run", "--once"], &env).await;
+    (api, env, output)
+}
+
 /// The `fields` of every JSON log line with this message.
 fn log_lines(stderr: &[u8], message: &str) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(stderr)
@@ -76,14 +96,9 @@ fn log_lines(stderr: &[u8], message: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn each_editor_is_sent_to_its_own_path_and_its_success_shape_counts_as_deleted() {
-    on_each_backend!(db => {
-        // Arrange: three sessions of each editor.
-        let api = standin().await;
-        enqueue_for_each_editor(&db, "", 3).await;
-        let env = daemon_env(&db.url, &api.base_url(), APIKEY);
-
-        // Act
-        let output = run_daemon(&["run", "--once"], &env).await;
+    on_each_backend!(|db| {
+        // Arrange, Act: three sessions of each editor, one pass.
+        let (api, env, output) = one_pass_over_each_editor(&db, "", 3).await;
 
         // Assert: every row deleted, each request on its editor's path, three per editor.
         assert_eq!(output.status.code(), Some(0), "{}: {}", db.name(), text(&output));
@@ -135,14 +150,10 @@ async fn each_editor_is_sent_to_its_own_path_and_its_success_shape_counts_as_del
 
 #[tokio::test]
 async fn only_writer_reads_1833_as_gone_the_other_editors_retry_it() {
-    on_each_backend!(db => {
-        // Arrange: a session the stand-in answers 1833 for, per editor.
-        let api = standin().await;
-        enqueue_for_each_editor(&db, "gone-", 1).await;
-        let env = daemon_env(&db.url, &api.base_url(), APIKEY);
-
-        // Act: one pass (retries scheduled for later wait for the next one).
-        let output = run_daemon(&["run", "--once"], &env).await;
+    on_each_backend!(|db| {
+        // Arrange, Act: a session the stand-in answers 1833 for, per editor; one pass (retries
+        // scheduled for later wait for the next one).
+        let (_api, _env, output) = one_pass_over_each_editor(&db, "gone-", 1).await;
 
         // Assert
         assert!(output.status.success(), "{}: {}", db.name(), text(&output));
@@ -165,7 +176,7 @@ async fn only_writer_reads_1833_as_gone_the_other_editors_retry_it() {
 
 #[tokio::test]
 async fn a_rejected_key_of_any_editor_pauses_the_pool_and_charges_nothing() {
-    on_each_backend!(db => {
+    on_each_backend!(|db| {
         for editor in Editor::ALL {
             // Arrange: only this editor's sessions, and a wrong key.
             let api = standin().await;
@@ -203,7 +214,7 @@ async fn a_rejected_key_of_any_editor_pauses_the_pool_and_charges_nothing() {
 
 #[tokio::test]
 async fn a_spent_quota_of_any_editor_pauses_the_pool_and_charges_nothing() {
-    on_each_backend!(db => {
+    on_each_backend!(|db| {
         for editor in Editor::ALL {
             // Arrange
             let api = standin().await;
@@ -235,7 +246,7 @@ async fn a_spent_quota_of_any_editor_pauses_the_pool_and_charges_nothing() {
 
 #[tokio::test]
 async fn enqueue_takes_an_editor_and_the_table_refuses_an_unknown_one_by_name() {
-    on_each_backend!(db => {
+    on_each_backend!(|db| {
         let api = standin().await;
         let env = daemon_env(&db.url, &api.base_url(), APIKEY);
         // enqueue --editor show
@@ -260,33 +271,23 @@ async fn enqueue_takes_an_editor_and_the_table_refuses_an_unknown_one_by_name() 
         assert_eq!(output.status.code(), Some(2), "{}", text(&output));
 
         // The application's INSERT: the default is writer, an unknown editor is refused by name.
-        let (default, refused) = if db.name() == "sqlite" {
-            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-            sqlx::query("INSERT INTO reaper_sessions (session_id) VALUES ('plain-1')")
-                .execute(&pool)
-                .await
-                .unwrap();
-            let refused = sqlx::query("INSERT INTO reaper_sessions (session_id, editor) VALUES ('w-1', 'word')")
-                .execute(&pool)
-                .await;
-            let refused_update = sqlx::query("UPDATE reaper_sessions SET editor = 'Sheet'")
-                .execute(&pool)
-                .await;
-            assert!(refused_update.is_err());
-            pool.close().await;
-            ("plain-1", refused.map(|_| ()))
-        } else {
-            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-            sqlx::query("INSERT INTO reaper_sessions (session_id) VALUES ('plain-1')")
-                .execute(&pool)
-                .await
-                .unwrap();
-            let refused = sqlx::query("INSERT INTO reaper_sessions (session_id, editor) VALUES ('w-1', 'word')")
-                .execute(&pool)
-                .await;
-            pool.close().await;
-            ("plain-1", refused.map(|_| ()))
-        };
+        let default = "plain-1";
+        app_sql(&db, "INSERT INTO reaper_sessions (session_id) VALUES ('plain-1')")
+            .await
+            .unwrap();
+        let refused = app_sql(
+            &db,
+            "INSERT INTO reaper_sessions (session_id, editor) VALUES ('w-1', 'word')",
+        )
+        .await;
+        if db.name() == "sqlite" {
+            // SQLite's trigger also refuses an UPDATE to a name it does not know.
+            assert!(
+                app_sql(&db, "UPDATE reaper_sessions SET editor = 'Sheet'")
+                    .await
+                    .is_err()
+            );
+        }
         let error = format!("{:#}", refused.unwrap_err());
         assert!(
             error.contains("reaper_sessions_editor_is_known"),
@@ -435,7 +436,7 @@ fn assert_source_outcome(db_name: &str, rows: &[SessionRow], api: &session_reape
 
 #[tokio::test]
 async fn a_sqlite_source_feeds_the_daemon_read_only_on_either_backend() {
-    on_each_backend!(db => {
+    on_each_backend!(|db| {
         // Arrange: the application's file, not writable, and its bytes.
         let dir = tempfile::tempdir().unwrap();
         let (path, url) = sqlite_app(dir.path()).await;
@@ -518,7 +519,7 @@ async fn a_postgres_source_feeds_a_daemon_on_sqlite() {
 
 #[tokio::test]
 async fn a_broken_source_query_is_exit_78_at_start_with_the_databases_message() {
-    on_each_backend!(db => {
+    on_each_backend!(|db| {
         let api = standin().await;
         // The daemon's own database as the source (the default), a table that does not exist.
         let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);

@@ -70,7 +70,7 @@ async fn sighup_stops_gracefully_and_removes_the_instance_row() {
 /// `shutdown.grace` + 2 s, and says how many outcomes it could not write.
 #[tokio::test]
 async fn shutdown_is_bounded_by_the_grace_while_the_database_is_locked() {
-    on_each_backend!(db => {
+    on_each_backend!(|db| {
         // Arrange: requests in flight, then the application locks everything.
         let api = standin().await;
         api.state.set_latency(Duration::from_millis(1500));
@@ -147,7 +147,7 @@ async fn run_once_exits_69_when_the_database_stays_unreachable() {
 
 #[tokio::test]
 async fn run_once_exits_77_on_a_rejected_key_and_75_on_a_spent_quota_leaving_rows_untouched() {
-    on_each_backend!(db => {
+    on_each_backend!(|db| {
         let api = standin().await;
         enqueue_numbered(&db, "acct", 20).await;
 

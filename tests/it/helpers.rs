@@ -81,6 +81,21 @@ impl TestDb {
     }
 }
 
+/// Runs `sql` on the test database as the application would (its own connection).
+pub async fn app_sql(db: &TestDb, sql: &str) -> Result<u64, sqlx::Error> {
+    if db.name() == "sqlite" {
+        let pool = sqlx::SqlitePool::connect(&db.url).await?;
+        let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&pool).await;
+        pool.close().await;
+        Ok(done?.rows_affected())
+    } else {
+        let pool = sqlx::PgPool::connect(&db.url).await?;
+        let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&pool).await;
+        pool.close().await;
+        Ok(done?.rows_affected())
+    }
+}
+
 /// Every backend available here: SQLite always, PostgreSQL when reachable.
 pub async fn backends() -> Vec<TestDb> {
     let mut all = vec![TestDb::sqlite().await];
@@ -90,10 +105,12 @@ pub async fn backends() -> Vec<TestDb> {
 
 /// Runs the block once per backend (`backends()`), with `db` bound to that backend's fresh
 /// database, and drops the database after the block (not after a failed assertion: a failing
-/// test's database stays for a look; `.ci/run` drops leftovers).
+/// test's database stays for a look; `.ci/run` drops leftovers). Each run first names its
+/// backend on stderr, which a failing test prints, so assertions need not name it.
 macro_rules! on_each_backend {
-    ($db:ident => $body:block) => {
+    (|$db:ident| $body:block) => {
         for $db in $crate::helpers::backends().await {
+            eprintln!("-- on {}", $db.name());
             $body
             $db.cleanup().await;
         }

@@ -456,7 +456,7 @@ async fn status_watch_shows_a_fresh_reading_each_interval_until_interrupted() {
 
 #[tokio::test]
 async fn dry_runs_of_prune_and_requeue_say_what_would_change_and_change_nothing() {
-    on_each_backend!(db => {
+    on_each_backend!(|db| {
         // Arrange: two failed rows and one deleted row.
         let api = standin().await;
         let failed = [format!("bad-{LIVE_ID}"), format!("bad-b{LIVE_ID}")];
@@ -509,7 +509,7 @@ async fn dry_runs_of_prune_and_requeue_say_what_would_change_and_change_nothing(
 
 #[tokio::test]
 async fn requeue_reports_unknown_and_unfinished_ids_exits_65_and_counts_only_rows_that_moved() {
-    on_each_backend!(db => {
+    on_each_backend!(|db| {
         // Arrange: a failed row, a pending row, and an id without a row.
         let api = standin().await;
         db.store.enqueue(&["bad-rq1".into()], Utc::now()).await.unwrap();

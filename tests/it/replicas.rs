@@ -32,7 +32,7 @@ async fn wait_rows(
 
 #[tokio::test]
 async fn three_replicas_on_one_table_delete_every_session_exactly_once() {
-    on_each_backend!(db => {
+    on_each_backend!(|db| {
         let api = standin().await;
         let ids = enqueue_numbered(&db, "rep", 3000).await;
         let mut env = daemon_env(&db.url, &api.base_url(), APIKEY);
@@ -62,7 +62,7 @@ async fn three_replicas_on_one_table_delete_every_session_exactly_once() {
 
 #[tokio::test]
 async fn a_killed_replicas_rows_are_taken_over_within_two_leases() {
-    on_each_backend!(db => {
+    on_each_backend!(|db| {
         // Arrange: replica A holds rows in slow requests when it dies.
         let api = standin().await;
         api.state.set_latency(Duration::from_secs(30));

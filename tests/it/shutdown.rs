@@ -16,7 +16,7 @@ const CONCURRENCY: u64 = 8;
 
 #[tokio::test]
 async fn sigterm_mid_run_loses_nothing_and_exits_zero() {
-    on_each_backend!(db => {
+    on_each_backend!(|db| {
         // Arrange: slow answers, so requests are in flight when the signal comes.
         let api = standin().await;
         api.state.set_latency(Duration::from_millis(800));
