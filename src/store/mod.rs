@@ -25,7 +25,7 @@ use prometheus_client::metrics::counter::Counter;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::{
-    ClaimRequest, Claimed, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Renewal, Requeue, STILL_DUE_FOR,
+    ClaimRequest, Claimed, ClaimedRow, InstanceBeat, InstanceRow, OutcomeWrite, Renewal, Requeue, RowId, STILL_DUE_FOR,
     SessionRow, SetAside, State, StatusReport,
 };
 
@@ -154,7 +154,7 @@ impl Store {
     pub async fn still_due(
         &self,
         instance_id: &str,
-        id: i64,
+        id: RowId,
         now: DateTime<Utc>,
         stale_after: Duration,
     ) -> anyhow::Result<bool> {
@@ -168,7 +168,7 @@ impl Store {
 
     /// Extends to `until` the leases `owner` still holds among `ids` (the heartbeat, for the
     /// rows this process has claimed and not yet written back).
-    pub async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> anyhow::Result<Renewal> {
+    pub async fn renew_leases(&self, owner: &str, ids: &[RowId], until: DateTime<Utc>) -> anyhow::Result<Renewal> {
         metered!(self, Write, s => s.renew_leases(owner, ids, until))
     }
 
@@ -253,14 +253,16 @@ impl Store {
         metered!(self, s => driver::Driver::earliest_due(s, stale_after, true))
     }
 
-    /// Every row, in id order: for inspection, tests and tools, not for big tables.
+    /// Every row, in id order: for tests and the benchmark, not for big tables.
+    #[cfg(feature = "test-support")]
     pub async fn rows(&self) -> anyhow::Result<Vec<SessionRow>> {
         metered!(self, s => shared::rows(s))
     }
 
     /// Records application activity on a session (inserting it if new), as an application
     /// would: it is deleted once `worker.stale_after` has passed without more activity. For tests
-    /// and tools; the daemon itself never calls it.
+    /// and the benchmark; the daemon itself never calls it.
+    #[cfg(feature = "test-support")]
     pub async fn touch(&self, session_id: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
         metered!(self, Write, s => shared::touch(s, session_id, at))
     }

@@ -6,7 +6,7 @@
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
-use super::types::{InstanceBeat, InstanceRow, SessionRow, State, StatusReport};
+use super::types::{InstanceBeat, InstanceRow, State, StatusReport};
 use crate::editor::Editor;
 use crate::outcome::{DeletionOutcome, OutcomeCounts};
 
@@ -61,11 +61,13 @@ fn int32(value: Option<i64>, column: &str) -> anyhow::Result<Option<i32>> {
         .transpose()
 }
 
-pub(super) fn session_row(row: &impl ReadRow) -> anyhow::Result<SessionRow> {
+#[cfg(feature = "test-support")]
+pub(super) fn session_row(row: &impl ReadRow) -> anyhow::Result<super::types::SessionRow> {
+    use super::types::{RowId, SessionRow};
     let state = row.required_text("state")?;
     let editor = row.required_text("editor")?;
     Ok(SessionRow {
-        id: row.required_int("id")?,
+        id: RowId(row.required_int("id")?),
         session_id: row.required_text("session_id")?,
         editor: Editor::parse(&editor).with_context(|| format!("editor {editor:?} is not a known editor"))?,
         state: State::parse(&state).with_context(|| format!("state {state:?} is not a known state"))?,

@@ -13,7 +13,7 @@ use super::chrono_duration;
 use super::driver::{Bind, Driver};
 use super::page_types::{self, FinishedPerMinute, RecentErrors};
 use super::rows::{self, ReadRow};
-use super::types::{InstanceBeat, InstanceRow, SessionRow, State, StatusReport};
+use super::types::{InstanceBeat, InstanceRow, RowId, State, StatusReport};
 
 /// Reads only. Counts per editor and state, what is in flight, the latest success and error.
 pub(super) async fn status<D: Driver>(
@@ -60,7 +60,7 @@ pub(super) async fn status<D: Driver>(
 /// Reads only; no lock (a row the application holds locked is read as last committed).
 pub(super) async fn still_due<D: Driver>(
     d: &D,
-    (instance_id, id): (&str, i64),
+    (instance_id, id): (&str, RowId),
     now: DateTime<Utc>,
     stale_after: Duration,
 ) -> anyhow::Result<bool> {
@@ -70,7 +70,7 @@ pub(super) async fn still_due<D: Driver>(
               WHERE id = $1 AND lease_owner = $2 AND state IN ('pending', 'retrying')
                 AND (delete_after <= $3 OR last_activity_at <= $4)",
             &[
-                Bind::Int(id),
+                Bind::Int(id.get()),
                 Bind::Text(instance_id),
                 Bind::Time(now),
                 Bind::Time(now - chrono_duration(stale_after)),
@@ -199,7 +199,8 @@ pub(super) async fn prunable<D: Driver>(d: &D, cutoff: DateTime<Utc>) -> anyhow:
 }
 
 /// Every row, in id order (tests and tools, not big tables). Reads only.
-pub(super) async fn rows<D: Driver>(d: &D) -> anyhow::Result<Vec<SessionRow>> {
+#[cfg(feature = "test-support")]
+pub(super) async fn rows<D: Driver>(d: &D) -> anyhow::Result<Vec<super::SessionRow>> {
     let found = d
         .read_all("SELECT * FROM reaper_sessions ORDER BY id", &[])
         .await
@@ -208,6 +209,7 @@ pub(super) async fn rows<D: Driver>(d: &D) -> anyhow::Result<Vec<SessionRow>> {
 }
 
 /// Application activity on a session, as an application records it. Locks that row.
+#[cfg(feature = "test-support")]
 pub(super) async fn touch<D: Driver>(d: &D, session_id: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
     d.write(
         "INSERT INTO reaper_sessions (session_id, delete_after, last_activity_at) VALUES ($1, NULL, $2)

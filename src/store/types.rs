@@ -87,10 +87,31 @@ pub struct Renewal {
     pub locked: u64,
 }
 
+/// A row of `reaper_sessions` by its primary key. This is what travels from the claim through
+/// the request to the outcome, and what logs and errors name: never the whole session id, which
+/// is a credential and stays in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, sqlx::Type, serde::Serialize)]
+#[sqlx(transparent)]
+#[serde(transparent)]
+pub struct RowId(pub i64);
+
+impl RowId {
+    /// The key as the database holds it (and as log fields carry it).
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for RowId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A row leased to us.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedRow {
-    pub id: i64,
+    pub id: RowId,
     pub session_id: String,
     /// Whose session it is: where its DELETE goes and how its answer is read.
     pub editor: Editor,
@@ -119,7 +140,7 @@ pub struct Claimed {
 /// A row marked `invalid` at claim time instead of stopping the claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetAside {
-    pub id: i64,
+    pub id: RowId,
     /// Which column, and what is wrong with its value (never the whole session id).
     pub problem: String,
 }
@@ -129,7 +150,7 @@ pub struct SetAside {
 pub enum OutcomeWrite {
     /// The row reaches `state` (terminal, or `retrying` with `next_attempt_at`).
     Finish {
-        id: i64,
+        id: RowId,
         state: State,
         /// Whether this answer counts as an attempt (429, quota and key problems do not).
         charge: bool,
@@ -143,12 +164,12 @@ pub enum OutcomeWrite {
         decided_at: DateTime<Utc>,
     },
     /// Give the row back untouched (shutdown before its request started).
-    Release { id: i64 },
+    Release { id: RowId },
 }
 
 impl OutcomeWrite {
     /// The row this outcome is for.
-    pub fn id(&self) -> i64 {
+    pub fn id(&self) -> RowId {
         match self {
             Self::Finish { id, .. } | Self::Release { id } => *id,
         }
@@ -158,7 +179,7 @@ impl OutcomeWrite {
 /// A whole row of `reaper_sessions`, for inspection (`Store::rows`, tests and tools).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionRow {
-    pub id: i64,
+    pub id: RowId,
     pub session_id: String,
     pub editor: Editor,
     pub state: State,
@@ -242,7 +263,7 @@ impl StatusReport {
 /// One `Finish` outcome, flattened for a batch statement.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Finished<'a> {
-    pub(super) id: i64,
+    pub(super) id: RowId,
     pub(super) state: State,
     pub(super) charge: bool,
     pub(super) http_status: Option<i32>,
@@ -255,7 +276,7 @@ pub(super) struct Finished<'a> {
 }
 
 /// Splits a batch into rows that reach a state and rows handed back untouched.
-pub(super) fn split_outcomes(outcomes: &[OutcomeWrite]) -> (Vec<Finished<'_>>, Vec<i64>) {
+pub(super) fn split_outcomes(outcomes: &[OutcomeWrite]) -> (Vec<Finished<'_>>, Vec<RowId>) {
     let mut finished = Vec::with_capacity(outcomes.len());
     let mut released = Vec::new();
     for outcome in outcomes {

@@ -71,7 +71,7 @@ impl Deleter {
     /// outcome, HTTP status, API code, latency, error), so it reads whole at any `log.level`;
     /// the span (debug) gives the same row's identity to the debug and trace lines inside it.
     #[tracing::instrument(name = "deletion", level = "debug", skip_all, fields(
-        row_id = row.id, session = %logged(&row.session_id), attempt = i64::from(row.attempts) + 1,
+        row_id = row.id.get(), session = %logged(&row.session_id), attempt = i64::from(row.attempts) + 1,
         taken_over = row.taken_over,
     ))]
     pub async fn delete(&self, row: &ClaimedRow, stop: &Stop) -> (DeletionOutcome, OutcomeWrite) {
@@ -90,7 +90,7 @@ impl Deleter {
         macro_rules! finished {
             ($level:ident) => {
                 tracing::$level!(
-                    row_id = row.id,
+                    row_id = row.id.get(),
                     session = %logged(&row.session_id),
                     editor = row.editor.label(),
                     attempt = i64::from(row.attempts) + 1,
@@ -189,7 +189,7 @@ impl Deleter {
                 _ = stop.abandon_in_flight.cancelled() => {
                     self.abandon(admitted).await;
                     tracing::warn!(
-                        row_id = row.id,
+                        row_id = row.id.get(),
                         session = %logged(&row.session_id),
                         attempt = i64::from(row.attempts) + 1,
                         outcome = DeletionOutcome::Released.label(),
@@ -310,7 +310,7 @@ impl Deleter {
             Verdict::Permanent => {
                 if answer.api_code == Some(CODE_DEPRECATED) {
                     tracing::error!(
-                        row_id = row.id,
+                        row_id = row.id.get(),
                         session = %logged(&row.session_id),
                         attempt = attempts,
                         http_status = answer.http_status,

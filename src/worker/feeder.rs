@@ -206,7 +206,7 @@ impl Feeder<'_> {
         outage.succeeded();
         for aside in &claimed.set_aside {
             // One line per row; the row is final (`invalid`), so it is never read again.
-            tracing::warn!(row_id = aside.id, problem = %aside.problem,
+            tracing::warn!(row_id = aside.id.get(), problem = %aside.problem,
                 "row set aside as invalid: a column holds a value the daemon cannot use");
             self.metrics.deletion(DeletionOutcome::Invalid);
         }

@@ -7,17 +7,19 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+use crate::store::RowId;
+
 #[derive(Debug, Default)]
-pub struct Held(Mutex<HashSet<i64>>);
+pub struct Held(Mutex<HashSet<RowId>>);
 
 impl Held {
     /// Rows just claimed.
-    pub fn add(&self, ids: impl IntoIterator<Item = i64>) {
+    pub fn add(&self, ids: impl IntoIterator<Item = RowId>) {
         self.set().extend(ids);
     }
 
     /// Rows whose outcome was written, or given up on (their leases then run out).
-    pub fn remove(&self, ids: impl IntoIterator<Item = i64>) {
+    pub fn remove(&self, ids: impl IntoIterator<Item = RowId>) {
         let mut set = self.set();
         for id in ids {
             set.remove(&id);
@@ -25,13 +27,13 @@ impl Held {
     }
 
     /// The ids held now, in ascending order (the order outcomes lock rows in).
-    pub fn ids(&self) -> Vec<i64> {
-        let mut ids: Vec<i64> = self.set().iter().copied().collect();
+    pub fn ids(&self) -> Vec<RowId> {
+        let mut ids: Vec<RowId> = self.set().iter().copied().collect();
         ids.sort_unstable();
         ids
     }
 
-    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<RowId>> {
         // A panic while holding the lock cannot leave the set half-changed in a way that matters:
         // at worst a lease is renewed once more, or runs out.
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -45,11 +47,11 @@ mod tests {
     #[test]
     fn holds_claimed_rows_until_their_outcomes_are_written() {
         let held = Held::default();
-        held.add([7, 3, 5]);
-        held.remove([5]);
-        held.add([1]);
-        assert_eq!(held.ids(), vec![1, 3, 7]);
-        held.remove([1, 3, 7, 42]);
+        held.add([7, 3, 5].map(RowId));
+        held.remove([RowId(5)]);
+        held.add([RowId(1)]);
+        assert_eq!(held.ids(), [1, 3, 7].map(RowId));
+        held.remove([1, 3, 7, 42].map(RowId));
         assert!(held.ids().is_empty());
     }
 }

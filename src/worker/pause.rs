@@ -37,7 +37,7 @@ impl Deleter {
             let api_code = answer.api_code;
             let api_message = answer.message.as_deref().unwrap_or_default();
             // The row whose answer started the pause is named too: the line stands alone.
-            let (row_id, session) = (row.id, logged(&row.session_id));
+            let (row_id, session) = (row.id.get(), logged(&row.session_id));
             // One line, its level and message by the kind of pause; the fields are the same.
             macro_rules! pause_line {
                 ($level:ident, $message:literal) => {

@@ -29,7 +29,7 @@ impl Recheck {
             Ok(true) => true,
             Ok(false) => {
                 tracing::info!(
-                    row_id = row.id,
+                    row_id = row.id.get(),
                     "not deleted: the session is no longer due (new activity, a later delete_after, \
                      or the row changed hands); it waits again, no attempt charged"
                 );
@@ -37,7 +37,7 @@ impl Recheck {
             }
             Err(e) => {
                 tracing::warn!(
-                    row_id = row.id,
+                    row_id = row.id.get(),
                     error = format!("{e:#}"),
                     "could not check that the session is still due: not sent, the row waits again"
                 );

@@ -11,7 +11,7 @@ use session_reaper::health::Health;
 use session_reaper::metrics::Metrics;
 use session_reaper::outcome::DeletionOutcome;
 use session_reaper::store::Store;
-use session_reaper::store::{ClaimedRow, OutcomeWrite, State};
+use session_reaper::store::{ClaimedRow, OutcomeWrite, RowId, State};
 use session_reaper::worker::{Budget, BudgetConfig, Deleter, Gate, RetryPolicy, Stop};
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{method, path_regex};
@@ -25,7 +25,7 @@ fn t0() -> DateTime<Utc> {
 
 fn row(session_id: &str, attempts: i32) -> ClaimedRow {
     ClaimedRow {
-        id: 7,
+        id: RowId(7),
         session_id: session_id.to_owned(),
         editor: Default::default(),
         attempts,
@@ -251,7 +251,7 @@ async fn a_rejected_key_pauses_and_marks_the_process_not_ready_until_a_probe_suc
     stopper.await.unwrap();
 
     assert_eq!(outcome, DeletionOutcome::Released);
-    assert_eq!(write, OutcomeWrite::Release { id: 7 });
+    assert_eq!(write, OutcomeWrite::Release { id: RowId(7) });
     assert_eq!(health.not_ready(), Some("the API rejected the apikey"));
     // One request, then one probe per (50 ms) pause: far fewer than one per attempt of a loop.
     let requests = server.received_requests().await.unwrap().len();

@@ -269,7 +269,7 @@ async fn lease_renewal_skips_a_row_the_application_holds_locked() {
     enqueue_numbered(&db, "renew", 3).await;
     let now = Utc::now();
     let claimed = db.store.claim(&claim_at("me", now, 10)).await.unwrap().rows;
-    let held: Vec<i64> = claimed.iter().map(|r| r.id).collect();
+    let held: Vec<session_reaper::store::RowId> = claimed.iter().map(|r| r.id).collect();
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let mut app = pool.begin().await.unwrap();
     sqlx::query("SELECT 1 FROM reaper_sessions WHERE id = $1 FOR UPDATE")

@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 use chrono::{DateTime, Utc};
 use session_reaper::config::{self, Config, Sources};
 use session_reaper::standin::StandIn;
-use session_reaper::store::{ClaimRequest, OutcomeWrite, SessionRow, State, Store};
+use session_reaper::store::{ClaimRequest, OutcomeWrite, RowId, SessionRow, State, Store};
 use testkit::{DaemonEnv, PgDatabase, SqliteFile};
 
 /// The apikey the stand-in accepts in tests.
@@ -140,7 +140,7 @@ pub fn claim_at(owner: &str, now: DateTime<Utc>, limit: u32) -> ClaimRequest<'_>
 }
 
 /// The outcome of a 200 answer at `at`: the row made `state`, one attempt charged.
-pub fn finished(id: i64, state: State, at: DateTime<Utc>) -> OutcomeWrite {
+pub fn finished(id: RowId, state: State, at: DateTime<Utc>) -> OutcomeWrite {
     OutcomeWrite::Finish {
         id,
         state,

@@ -142,7 +142,7 @@ async fn at_log_level_warn_a_failed_deletion_line_carries_its_own_fields_and_onl
     let line = &lines[0];
     assert_eq!(line["level"], "WARN", "{line}");
     let fields = &line["fields"];
-    assert_eq!(fields["row_id"], row_id, "{line}");
+    assert_eq!(fields["row_id"], row_id.get(), "{line}");
     assert_eq!(fields["session"], "bad-5853", "{line}");
     assert_eq!(fields["attempt"], 1, "{line}");
     assert_eq!(fields["outcome"], "failed", "{line}");

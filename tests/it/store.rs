@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use session_reaper::store::{OutcomeWrite, SessionRow, State, Store};
+use session_reaper::store::{OutcomeWrite, RowId, SessionRow, State, Store};
 
 use crate::helpers::{STALE_AFTER, claim_at, finished, on_each_backend};
 
@@ -114,7 +114,7 @@ async fn a_renewed_lease_is_not_taken_over() {
         let store = &db.store;
         store.enqueue(&ids(1), t0()).await.unwrap();
         let claimed = store.claim(&claim_at("slow", t0(), 10)).await.unwrap().rows;
-        let held: Vec<i64> = claimed.iter().map(|row| row.id).collect();
+        let held: Vec<RowId> = claimed.iter().map(|row| row.id).collect();
         let renewed = store
             .renew_leases("slow", &held, t0() + chrono::Duration::seconds(60))
             .await

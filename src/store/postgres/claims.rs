@@ -44,13 +44,13 @@ impl PgStore {
             let Some(known) = Editor::parse(&editor) else {
                 let shown: String = editor.chars().take(40).collect();
                 claimed.set_aside.push(SetAside {
-                    id,
+                    id: RowId(id),
                     problem: format!("editor = {shown:?} is not one of writer, sheet, show, pdf"),
                 });
                 continue;
             };
             claimed.rows.push(ClaimedRow {
-                id,
+                id: RowId(id),
                 session_id: row.required_text("session_id")?,
                 editor: known,
                 attempts: i32::try_from(row.required_int("attempts")?).unwrap_or(i32::MAX),
@@ -80,7 +80,7 @@ impl PgStore {
     /// Locks: the listed rows still leased to `owner`, in id order (as outcomes lock them).
     /// Rows the application holds locked are skipped (`SKIP LOCKED`) rather than waited on, so
     /// one locked row cannot stall the renewal of all the others; they are counted as `locked`.
-    pub async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> anyhow::Result<Renewal> {
+    pub async fn renew_leases(&self, owner: &str, ids: &[RowId], until: DateTime<Utc>) -> anyhow::Result<Renewal> {
         let row = sqlx::query(
             "WITH mine AS (
                  SELECT id FROM reaper_sessions

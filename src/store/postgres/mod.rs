@@ -22,7 +22,7 @@ use sqlx::{PgPool, Row};
 use super::driver::{Bind, Driver, bound};
 use super::rows::{self, ReadRow};
 use super::types::{self as types};
-use super::types::{Claimed, Renewal, SetAside};
+use super::types::{Claimed, Renewal, RowId, SetAside};
 use super::{ClaimRequest, ClaimedRow, OutcomeWrite, Requeue, chrono_duration};
 use crate::editor::Editor;
 

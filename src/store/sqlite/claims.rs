@@ -69,7 +69,7 @@ impl SqliteStore {
             let editor = editor.as_deref().and_then(Editor::parse);
             match (session_id, attempts, editor) {
                 (Some(session_id), Some(attempts), Some(editor)) => claimed.rows.push(ClaimedRow {
-                    id,
+                    id: RowId(id),
                     session_id,
                     editor,
                     attempts,
@@ -77,7 +77,7 @@ impl SqliteStore {
                     claimed_at,
                 }),
                 (None, _, _) => claimed.set_aside.push(SetAside {
-                    id,
+                    id: RowId(id),
                     problem: if kind == "text" {
                         "session_id is not valid UTF-8 text".to_owned()
                     } else {
@@ -85,11 +85,11 @@ impl SqliteStore {
                     },
                 }),
                 (_, None, _) => claimed.set_aside.push(SetAside {
-                    id,
+                    id: RowId(id),
                     problem: format!("attempts = {attempts_quoted} is not an integer from 0 to 2147483647"),
                 }),
                 (_, _, None) => claimed.set_aside.push(SetAside {
-                    id,
+                    id: RowId(id),
                     problem: format!("editor = {editor_quoted} is not one of writer, sheet, show, pdf"),
                 }),
             }
@@ -129,7 +129,7 @@ impl SqliteStore {
     }
 
     /// Locks: the database for writing; renews the listed rows still leased to `owner`.
-    pub async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> anyhow::Result<Renewal> {
+    pub async fn renew_leases(&self, owner: &str, ids: &[RowId], until: DateTime<Utc>) -> anyhow::Result<Renewal> {
         let done = sqlx::query(
             "UPDATE reaper_sessions SET lease_expires_at = ?1
               WHERE id IN (SELECT value FROM json_each(?3))
