@@ -135,10 +135,10 @@ pub struct BudgetReport {
 /// A pause one replica saw, for the whole cluster.
 #[derive(Debug, Clone, Copy)]
 pub struct PauseRequest<'a> {
-    /// The replica whose request got the answer (shown as `paused_by`).
-    pub instance_id: &'a str,
     /// The answer's class: which pause this is; a worse one is not replaced by a milder one.
     pub reason: AnswerClass,
+    /// The replica whose request got the answer (shown as `paused_by`).
+    pub instance_id: &'a str,
     /// How long the answer asks the cluster to wait (a 429's `Retry-After`, the quota's window).
     pub wait_us: i64,
     /// Ends with a probe (quota, key), or by time (429).
