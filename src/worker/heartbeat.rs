@@ -48,8 +48,11 @@ pub struct HeartbeatTrouble {
 impl Default for HeartbeatTrouble {
     fn default() -> Self {
         Self {
-            renewals: Outage::new("could not renew leases", "leases renewed again"),
-            beats: Outage::new("could not record the heartbeat", "heartbeat recorded again"),
+            renewals: Outage::new("could not renew leases", "database is back: leases renewed again"),
+            beats: Outage::new(
+                "could not record the heartbeat",
+                "database is back: heartbeat recorded again",
+            ),
             locked_rows: Default::default(),
         }
     }
