@@ -29,6 +29,7 @@ impl SqliteStore {
         Ok(Self {
             pool: pool.clone(),
             writer: pool,
+            file: None,
         })
     }
 
