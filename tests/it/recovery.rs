@@ -213,7 +213,11 @@ async fn an_idle_daemon_reports_a_read_only_spell_within_about_a_poll_interval()
         &db.url,
         &api.base_url(),
         APIKEY,
-        &[("http.listen", &listen), ("worker.poll_interval", &poll), ("worker.lease", "30s")],
+        &[
+            ("http.listen", &listen),
+            ("worker.poll_interval", &poll),
+            ("worker.lease", "30s"),
+        ],
     );
     let child = Daemon::start(&mut daemon(&["run"], &env));
     assert!(

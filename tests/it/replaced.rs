@@ -111,7 +111,11 @@ async fn survives(swap: Swap) {
         &sqlite_url(&path),
         &api.base_url(),
         APIKEY,
-        &[("http.listen", &listen), ("worker.poll_interval", &poll), ("worker.lease", "30s")],
+        &[
+            ("http.listen", &listen),
+            ("worker.poll_interval", &poll),
+            ("worker.lease", "30s"),
+        ],
     );
     let child = Daemon::start(&mut daemon(&["run"], &env));
     app.enqueue(&["before1".into()], Utc::now()).await.unwrap();
@@ -119,7 +123,10 @@ async fn survives(swap: Swap) {
         deleted_at_api(&api, "before1", Duration::from_secs(20)).await.is_some(),
         "the row before the swap was never deleted"
     );
-    assert!(readyz_becomes(port, 200, Duration::from_secs(10)).await.is_some(), "never ready");
+    assert!(
+        readyz_becomes(port, 200, Duration::from_secs(10)).await.is_some(),
+        "never ready"
+    );
     // Its outcome written, the daemon is idle; the application lets go of the old file.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !app.rows().await.unwrap().iter().all(|r| r.state == State::Deleted) {
@@ -213,7 +220,10 @@ async fn survives(swap: Swap) {
     };
     check(output.status.success(), format!("exit {:?}", output.status));
     check(!logs.contains("panicked"), "a panic".to_owned());
-    check(ready_again.is_some(), "/readyz never said 200 after the swap".to_owned());
+    check(
+        ready_again.is_some(),
+        "/readyz never said 200 after the swap".to_owned(),
+    );
     check(
         insert_to_delete.is_some(),
         format!("after1 was not deleted within {:?} of its insert", POLL + FEW),
@@ -230,20 +240,29 @@ async fn survives(swap: Swap) {
             state_of(&new_rows, "later1")
         ),
     );
-    check(integrity(&path).await == "ok", "the new file fails its integrity check".to_owned());
+    check(
+        integrity(&path).await == "ok",
+        "the new file fails its integrity check".to_owned(),
+    );
     // The old file: as the daemon left it at the swap, and sound.
     let kept_rows = rows_of(&kept).await;
     check(
         kept_rows == old_rows,
         format!("the old file changed after the swap: {old_rows:?} then {kept_rows:?}"),
     );
-    check(integrity(&kept).await == "ok", "the old file fails its integrity check".to_owned());
+    check(
+        integrity(&kept).await == "ok",
+        "the old file fails its integrity check".to_owned(),
+    );
     // The condition: its start once, its end once; no warning or error twice.
     let starts = troubles
         .iter()
         .filter(|m| m.contains("database file was replaced") || m.contains("database file is gone"))
         .count();
-    check(starts == 1, format!("{starts} lines, not one, say the file was replaced or is gone"));
+    check(
+        starts == 1,
+        format!("{starts} lines, not one, say the file was replaced or is gone"),
+    );
     let ends = infos.iter().filter(|m| m.contains("open and migrated")).count();
     check(ends == 1, format!("{ends} lines, not one, say the new file is open"));
     for (message, count) in tally(&troubles) {
