@@ -4,8 +4,6 @@
 //! so their outcomes are dropped, counted in one line per batch, never written by id. Their
 //! sessions' deletions went out all the same; a copy of such a row in the new file (a restored
 //! backup) is claimed there and its DELETE answered as gone.
-//!
-//! The idle poll's look at the file (no query) also lives here.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -84,19 +82,6 @@ impl SqliteStore {
         };
         file.claimed.done(outcomes);
         Ok(written + dropped)
-    }
-
-    /// The idle poll's look at the file, without a query: a file that replaced the database (or
-    /// came back) is opened and migrated by the writer now rather than at the next heartbeat.
-    /// Returns whether a read-only spell began at this look (`/readyz` then says so at once).
-    pub async fn idle_look(&self) -> bool {
-        let Some(file) = &self.file else { return false };
-        if file.watch.reopen_due() {
-            // Acquiring the writer replaces its old connection; a failure (the file is gone
-            // again) shows in the poll's own query.
-            drop(self.writer.acquire().await);
-        }
-        file.watch.spell_began()
     }
 }
 

@@ -177,6 +177,21 @@ impl FileWatch {
     }
 }
 
+impl super::SqliteStore {
+    /// The idle poll's look at the file, without a query: a file that replaced the database (or
+    /// came back) is opened and migrated by the writer now rather than at the next heartbeat.
+    /// Returns whether a read-only spell began at this look (`/readyz` then says so at once).
+    pub async fn idle_look(&self) -> bool {
+        let Some(file) = &self.file else { return false };
+        if file.watch.reopen_due() {
+            // Acquiring the writer replaces its old connection; a failure (the file is gone
+            // again) shows in the poll's own query.
+            drop(self.writer.acquire().await);
+        }
+        file.watch.spell_began()
+    }
+}
+
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
