@@ -248,8 +248,18 @@ impl Store {
         metered!(self, s => s.backlog(stale_after))
     }
 
-    /// The earliest moment an open, unleased row becomes due (for sleeping while idle).
+    /// The earliest moment an open, unleased row becomes due (for sleeping while idle). On
+    /// SQLite the idle poll also looks at the file first (no query): a replaced file is reopened
+    /// now, and a read-only spell turns readiness at once instead of at the next heartbeat's
+    /// failed write (the next write that succeeds turns it back).
     pub async fn next_due(&self, stale_after: Duration) -> anyhow::Result<Option<DateTime<Utc>>> {
+        if let Backend::Sqlite(s) = &self.backend
+            && s.idle_look().await
+        {
+            self.meter
+                .health
+                .set_database_ok(crate::health::DatabaseUse::Write, false);
+        }
         metered!(self, s => driver::Driver::earliest_due(s, stale_after, true))
     }
 

@@ -20,6 +20,7 @@ use crate::outcome::DeletionOutcome;
 use crate::store::{ClaimRequest, ClaimedRow, Store};
 
 /// How long the feeder waits after a failed claim before trying again: the first and the most.
+/// (The wait never exceeds `worker.poll_interval`: see `Feeder::run`.)
 const CLAIM_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(10));
 
 /// How big the queue of claimed rows is, and how much one claim takes.
@@ -160,7 +161,12 @@ impl Feeder<'_> {
             }
             let waited = match state {
                 FeedState::Done => return FeedEnd::Done,
-                FeedState::Outage => self.nap_until(Instant::now() + backoff.next_wait(), shutdown).await,
+                // Never longer than an idle poll: a database that is back (a file put back in
+                // place) is used again within a poll interval.
+                FeedState::Outage => {
+                    let wait = backoff.next_wait().min(self.worker.poll_interval);
+                    self.nap_until(Instant::now() + wait, shutdown).await
+                }
                 FeedState::Idle { found_nothing } => match self.due_now(found_nothing, shutdown).await {
                     Some(true) => true,
                     Some(false) => continue,
@@ -283,9 +289,11 @@ impl Feeder<'_> {
         let due_in = match next {
             Ok(Some(due)) => Some((due - self.clock.now()).to_std().unwrap_or(Duration::ZERO)),
             Ok(None) => None,
+            // Claim now: the claim round reports an outage once (a warning here would repeat
+            // every poll) and backs off.
             Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), "could not look up the next due session");
-                None
+                tracing::debug!(error = format!("{e:#}"), "could not look up the next due session");
+                Some(Duration::ZERO)
             }
         };
         // After a claim that found nothing, wait at least a tick before the next one.

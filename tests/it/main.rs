@@ -15,6 +15,7 @@ mod operator;
 mod page;
 mod read_only;
 mod recovery;
+mod replaced;
 mod replicas;
 mod shutdown;
 mod store;

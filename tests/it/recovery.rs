@@ -25,7 +25,7 @@ async fn readyz(port: u16) -> u16 {
 }
 
 /// Polls `/readyz` until it answers `wanted` or `limit` passes; how long it took, or `None`.
-async fn readyz_becomes(port: u16, wanted: u16, limit: Duration) -> Option<Duration> {
+pub(crate) async fn readyz_becomes(port: u16, wanted: u16, limit: Duration) -> Option<Duration> {
     let started = Instant::now();
     while started.elapsed() < limit {
         if readyz(port).await == wanted {
@@ -53,19 +53,19 @@ async fn rows_final(db: &TestDb, ids: &[&str], limit: Duration) -> Option<Durati
 }
 
 /// The daemon's JSON log lines at any of `levels`.
-fn lines_at(logs: &str, levels: &[&str]) -> Vec<serde_json::Value> {
+pub(crate) fn lines_at(logs: &str, levels: &[&str]) -> Vec<serde_json::Value> {
     logs.lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|json| levels.iter().any(|level| json["level"] == *level))
         .collect()
 }
 
-fn message(line: &serde_json::Value) -> String {
+pub(crate) fn message(line: &serde_json::Value) -> String {
     line["fields"]["message"].as_str().unwrap_or_default().to_owned()
 }
 
 /// How often each distinct message occurs.
-fn tally(messages: &[String]) -> std::collections::BTreeMap<&str, usize> {
+pub(crate) fn tally(messages: &[String]) -> std::collections::BTreeMap<&str, usize> {
     let mut counts = std::collections::BTreeMap::new();
     for message in messages {
         *counts.entry(message.as_str()).or_default() += 1;
@@ -196,4 +196,50 @@ async fn a_short_read_only_spell_of_the_sqlite_file_is_survived_without_a_restar
         check(count == 1, format!("{count} lines, not one, say {wanted:?}"));
     }
     assert!(failures.is_empty(), "{failures:#?}\n{logs}");
+}
+
+/// An idle daemon (a 30 s lease: heartbeats 10 s apart) notices a read-only spell at its next
+/// poll, which looks at the files without a query, not at its next heartbeat's failed write.
+#[tokio::test]
+async fn an_idle_daemon_reports_a_read_only_spell_within_about_a_poll_interval() {
+    // Arrange
+    let db = TestDb::sqlite().await;
+    let api = standin().await;
+    let path = PathBuf::from(db.url.trim_start_matches("sqlite://"));
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let poll = format!("{}ms", POLL.as_millis());
+    let env = daemon_env_with(
+        &db.url,
+        &api.base_url(),
+        APIKEY,
+        &[
+            ("http.listen", &listen),
+            ("worker.poll_interval", &poll),
+            ("worker.lease", "30s"),
+        ],
+    );
+    let child = Daemon::start(&mut daemon(&["run"], &env));
+    assert!(
+        readyz_becomes(port, 200, Duration::from_secs(15)).await.is_some(),
+        "never ready"
+    );
+
+    // Act
+    let mut spell = ReadOnlySpell::begin(&path);
+    let noticed = readyz_becomes(port, 503, SPELL).await;
+    spell.undo();
+    let ready_again = readyz_becomes(port, 200, Duration::from_secs(15)).await;
+    child.signal("-TERM");
+    let output = child.finish().await;
+
+    // Assert: 503 within the poll interval and a second (the heartbeat may be 10 s away).
+    let logs = text(&output);
+    eprintln!("idle daemon, read-only spell: /readyz 503 after {noticed:?}; 200 again {ready_again:?} after it ended");
+    assert!(output.status.success(), "{logs}");
+    assert!(
+        noticed.is_some_and(|t| t < POLL + Duration::from_secs(1)),
+        "/readyz said 503 only after {noticed:?}\n{logs}"
+    );
+    assert!(ready_again.is_some(), "/readyz never said 200 again\n{logs}");
 }

@@ -7,7 +7,7 @@ impl SqliteStore {
     /// A row whose columns the daemon cannot use (a BLOB or non-UTF-8 `session_id`, `attempts`
     /// that is no integer in range) is marked `invalid` in the same transaction instead of
     /// failing the claim: one odd row never stops the others.
-    pub async fn claim(&self, r: &ClaimRequest<'_>) -> anyhow::Result<Claimed> {
+    pub(super) async fn claim_rows(&self, r: &ClaimRequest<'_>) -> anyhow::Result<Claimed> {
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")

@@ -3,6 +3,7 @@
 //! the same row. Times are Unix epoch milliseconds.
 
 mod budget;
+mod claimed_from;
 mod claims;
 mod maintenance;
 mod operator;
@@ -19,7 +20,8 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, SqlitePool};
 
-use self::watch::{FileWatch, is_read_only};
+use self::claimed_from::ClaimedFrom;
+use self::watch::{FileWatch, is_read_only, keep_wal_on_close};
 use super::driver::{Bind, Driver, bound};
 use super::rows::{self, ReadRow};
 use super::types::{self as types};
@@ -35,6 +37,12 @@ const READ_CONNECTIONS: u32 = 2;
 const OUTCOME_CHUNK: usize = 500;
 /// Rows per multi-row INSERT (two bound values each, far below SQLite's variable limit).
 const ENQUEUE_CHUNK: usize = 2_000;
+/// `PRAGMA journal_size_limit`, bytes: far above the WAL of one autocheckpoint (1,000 pages, about
+/// 4 MB), so it trims only a WAL that grew under a long reader; what it is here for is that a
+/// connection closing last in persistent-WAL mode truncates its WAL to zero (see `watch`).
+const JOURNAL_SIZE_LIMIT: &str = "67108864";
+/// The daemon's migrations: run at start (`migrate`) and on a file that replaced the database.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -46,6 +54,17 @@ pub struct SqliteStore {
     /// connection queues this process's writers without sleeping and keeps its cache warm; other
     /// processes (the application) still meet the busy timeout.
     writer: SqlitePool,
+    /// The database file under watch (`None` in memory and for the read-only stores).
+    file: Option<WatchedFile>,
+}
+
+/// What the daemon's store knows about its database file.
+#[derive(Clone, Debug)]
+struct WatchedFile {
+    watch: std::sync::Arc<FileWatch>,
+    /// Which file each row in hand was claimed from, so that an outcome never lands on a row
+    /// of a file that replaced it (the same row id names another session there).
+    claimed: std::sync::Arc<ClaimedFrom>,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -115,6 +134,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             // NORMAL is durable against process crashes in WAL mode, which is what we face.
             .synchronous(SqliteSynchronous::Normal)
+            .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT)
             .busy_timeout(BUSY_TIMEOUT);
         // Created once, here; a pool reconnecting later must not create an empty file where the
         // database was removed (it fails, reported as an outage, until the file is back).
@@ -131,16 +151,31 @@ impl SqliteStore {
             let watch = watch.clone();
             SqlitePoolOptions::new()
                 .max_connections(connections)
+                // Every connection is opened up front and kept (cheap for SQLite): a connection
+                // the pool opened by itself to replace an idle one could open a file that replaced
+                // the database before any acquire had noticed the change (see `watch`).
+                .min_connections(connections)
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .acquire_timeout(BUSY_TIMEOUT + Duration::from_secs(5))
                 .after_connect({
                     let watch = watch.clone();
-                    move |_, _| {
-                        // A writer opened while the files cannot be written comes up read-only:
-                        // noted, so that it is replaced once they can.
-                        if writes && let Some(w) = &watch {
-                            w.writable();
-                        }
-                        Box::pin(async { Ok(()) })
+                    move |conn, _| {
+                        let watch = watch.clone();
+                        Box::pin(async move {
+                            let Some(watch) = watch else { return Ok(()) };
+                            keep_wal_on_close(conn).await?;
+                            if !writes {
+                                return Ok(());
+                            }
+                            // A writer opened while the files cannot be written comes up
+                            // read-only: noted, so that it is replaced once they can.
+                            watch.writable();
+                            if watch.opened_after_change() {
+                                migrate_replacement(conn, &watch).await?;
+                            }
+                            Ok(())
+                        })
                     }
                 })
                 .before_acquire(move |conn, meta| {
@@ -148,6 +183,11 @@ impl SqliteStore {
                     Box::pin(async move {
                         let Some(watch) = watch else { return Ok(true) };
                         if !watch.still_current(meta.age) {
+                            // The old file is left complete: what its WAL holds goes into it,
+                            // through this connection's descriptors (SQLite does not checkpoint
+                            // a file that moved when the connection closes). PASSIVE: never
+                            // waits for another process's readers.
+                            let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut *conn).await;
                             return Ok(false);
                         }
                         if !writes {
@@ -178,11 +218,15 @@ impl SqliteStore {
                 .await
                 .context("Failed to open the SQLite database")?
         };
-        Ok(Self { pool, writer })
+        let file = watch.map(|watch| WatchedFile {
+            watch,
+            claimed: Default::default(),
+        });
+        Ok(Self { pool, writer, file })
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        sqlx::migrate!("migrations/sqlite")
+        MIGRATOR
             .run(&self.writer)
             .await
             .context("Failed to migrate the SQLite database")
@@ -218,6 +262,21 @@ impl Driver for SqliteStore {
     async fn earliest_due(&self, stale_after: Duration, leases: bool) -> anyhow::Result<Option<DateTime<Utc>>> {
         self.earliest_open_due(stale_after, leases).await
     }
+}
+
+/// The writer's first connection to a file that replaced the database (or came back) migrates
+/// it before anything else, as a start would: a new, empty file gets the tables, a restored
+/// backup is brought up to date. Then the condition's end is logged.
+async fn migrate_replacement(conn: &mut sqlx::SqliteConnection, watch: &FileWatch) -> Result<(), sqlx::Error> {
+    let had_tables: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'reaper_sessions')")
+            .fetch_one(&mut *conn)
+            .await?;
+    // `run` on a borrowed connection inside a pool hook meets sqlx's "Acquire is not general
+    // enough"; `run_direct` is what `run` calls, made public by sqlx for this case.
+    MIGRATOR.run_direct(None, &mut *conn, false).await?;
+    watch.reopened(had_tables);
+    Ok(())
 }
 
 impl ReadRow for sqlx::sqlite::SqliteRow {

@@ -38,6 +38,7 @@ impl SqliteStore {
         Ok(Self {
             pool: pool.clone(),
             writer: pool,
+            file: None,
         })
     }
 

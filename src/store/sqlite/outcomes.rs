@@ -4,7 +4,7 @@ use super::*;
 
 impl SqliteStore {
     /// Locks: the database for writing, for one transaction per batch.
-    pub async fn write_outcomes(&self, owner: &str, outcomes: &[OutcomeWrite]) -> anyhow::Result<u64> {
+    pub(super) async fn write_outcome_rows(&self, owner: &str, outcomes: &[OutcomeWrite]) -> anyhow::Result<u64> {
         let (finished, released) = types::split_outcomes(outcomes);
         let mut tx = self
             .writer

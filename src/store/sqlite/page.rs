@@ -28,6 +28,7 @@ impl SqliteStore {
         Ok(Self {
             pool: pool.clone(),
             writer: pool,
+            file: None,
         })
     }
 }
