@@ -19,7 +19,8 @@ pub const ONE_THREAD_UP_TO: u32 = 1_000;
 /// Which runtime a command gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
-    /// Everything on the calling thread (`run` at a low budget).
+    /// Everything on the calling thread (`run` at a low budget; `TOKIO_WORKER_THREADS` does
+    /// not apply).
     OneThread,
     /// tokio's multi-threaded default, a worker per core (`TOKIO_WORKER_THREADS` to change).
     Default,
