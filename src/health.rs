@@ -2,7 +2,7 @@
 //! round trip succeeded, and whether the API has rejected the key. Kept apart from the metrics:
 //! these are facts the process acts on, not numbers for Prometheus.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
 
 #[derive(Debug)]
@@ -16,9 +16,9 @@ pub struct Health {
     /// The last database write succeeded (for `/readyz`): a read that works does not make a
     /// database that refuses writes (a read-only file) look ready.
     database_writes_ok: AtomicBool,
-    /// The account's pause now in force, if any (`AccountPause as u8`, 0 for none): what
-    /// `run --once` exits on instead of waiting it out.
-    account_pause: AtomicU8,
+    /// The account's pause now in force, if any: what `run --once` exits on instead of waiting
+    /// it out. A watch, so that `run --once` sleeps until a pause begins instead of polling.
+    account_pause: tokio::sync::watch::Sender<Option<AccountPause>>,
     /// The cluster's pause as this replica last saw it (reason, until): `/readyz` shows it.
     cluster_pause: std::sync::Mutex<Option<(String, chrono::DateTime<chrono::Utc>)>>,
 }
@@ -44,7 +44,7 @@ impl Default for Health {
             key_rejected: AtomicBool::new(false),
             database_ok: AtomicBool::new(true),
             database_writes_ok: AtomicBool::new(true),
-            account_pause: AtomicU8::new(0),
+            account_pause: tokio::sync::watch::Sender::new(None),
             cluster_pause: Default::default(),
         }
     }
@@ -79,16 +79,27 @@ impl Health {
     }
 
     /// A quota or key pause began (`Some`) or a probe succeeded (`None`).
+    /// Wakes `until_account_pause` only when the pause changes, not on every call.
     pub fn set_account_pause(&self, pause: Option<AccountPause>) {
-        self.account_pause.store(pause.map_or(0, |p| p as u8), Relaxed);
+        self.account_pause.send_if_modified(|now| {
+            let changed = *now != pause;
+            *now = pause;
+            changed
+        });
     }
 
     pub fn account_pause(&self) -> Option<AccountPause> {
-        match self.account_pause.load(Relaxed) {
-            1 => Some(AccountPause::QuotaSpent),
-            2 => Some(AccountPause::KeyRejected),
-            _ => None,
-        }
+        *self.account_pause.borrow()
+    }
+
+    /// Returns once an account pause is in force (at once if one is already).
+    pub async fn until_account_pause(&self) -> AccountPause {
+        let mut pauses = self.account_pause.subscribe();
+        let pause = pauses
+            .wait_for(Option::is_some)
+            .await
+            .expect("the sender lives in `self`");
+        pause.expect("waited for a pause")
     }
 
     pub fn set_cluster_pause(&self, pause: Option<(String, chrono::DateTime<chrono::Utc>)>) {
@@ -120,4 +131,29 @@ impl Health {
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wait_for_the_account_pause_ends_when_one_begins_and_not_before() {
+        let health = std::sync::Arc::new(Health::default());
+        let waiter = tokio::spawn({
+            let health = health.clone();
+            async move { health.until_account_pause().await }
+        });
+        tokio::task::yield_now().await;
+        health.set_account_pause(None);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "no pause yet");
+        health.set_account_pause(Some(AccountPause::QuotaSpent));
+        assert_eq!(waiter.await.unwrap(), AccountPause::QuotaSpent);
+        assert_eq!(
+            health.until_account_pause().await,
+            AccountPause::QuotaSpent,
+            "already in force"
+        );
+    }
 }

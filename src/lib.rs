@@ -11,6 +11,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod outcome;
+pub mod runtime;
 pub mod session_id;
 pub mod shutdown;
 pub mod standin;

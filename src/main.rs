@@ -1,10 +1,10 @@
-//! Entry point: parse the command line and hand over to the library.
+//! Entry point: parse the command line and hand over to the library, which picks the runtime
+//! once the configuration is loaded (`session_reaper::runtime`).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    session_reaper::commands::execute(session_reaper::cli::Cli::parse()).await
+fn main() -> ExitCode {
+    session_reaper::commands::main(session_reaper::cli::Cli::parse())
 }

@@ -11,47 +11,62 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config, EXIT_CONFIG, Sources, database_label};
+use crate::runtime::Flavor;
 use crate::store::Store;
 
 /// sysexits `EX_DATAERR`: some of the input (enqueued lines, requeued ids) could not be used.
 pub const EXIT_DATAERR: u8 = 65;
 
-/// Runs one command and turns its result into the process's exit code.
-pub async fn execute(cli: Cli) -> ExitCode {
+/// Loads the configuration the command needs, builds the runtime fit for it (`runtime`: one
+/// thread for `run` at a low budget) and runs the command on it; returns the exit code.
+pub fn main(cli: Cli) -> ExitCode {
     let needs_apikey = matches!(cli.command, Command::Run { .. } | Command::CheckConfig);
-    let load = || {
-        let sources = Sources::from_process(cli.config.clone(), needs_apikey);
-        for warning in config::ignored_variables(&sources.env) {
-            eprintln!("session-reaper: warning: {warning}");
-        }
-        config::load(&sources)
-    };
-    let result = match cli.command {
-        Command::StandIn {
-            listen,
-            apikey,
-            latency,
-            faults,
-        } => demo::stand_in(listen, &apikey, latency, faults.as_deref()).await,
-        Command::Demo { database, sessions } => match load_or_exit(load) {
-            Ok(config) => demo::demo(config, &database, sessions).await,
-            Err(code) => return code,
-        },
-        Command::CheckConfig => match load_or_exit(load) {
-            Ok(config) => match check_source(&config, true).await {
-                Ok(()) => {
-                    println!("{}", config.render());
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            },
-            Err(code) => return code,
-        },
-        command => {
-            let config = match load_or_exit(load) {
-                Ok(config) => config,
+    let config = match cli.command {
+        // The stand-in reads no configuration of the daemon's.
+        Command::StandIn { .. } => None,
+        _ => {
+            let sources = Sources::from_process(cli.config.clone(), needs_apikey);
+            for warning in config::ignored_variables(&sources.env) {
+                eprintln!("session-reaper: warning: {warning}");
+            }
+            match load_or_exit(|| config::load(&sources)) {
+                Ok(config) => Some(config),
                 Err(code) => return code,
-            };
+            }
+        }
+    };
+    let flavor = Flavor::for_command(matches!(cli.command, Command::Run { .. }), config.as_ref());
+    match flavor.build() {
+        Ok(runtime) => runtime.block_on(execute(cli.command, config)),
+        Err(e) => {
+            eprintln!("session-reaper: error: could not start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one command (with its configuration, loaded by `main`: `None` only for the stand-in)
+/// and turns its result into the process's exit code.
+async fn execute(command: Command, config: Option<Config>) -> ExitCode {
+    let result = match (command, config) {
+        (
+            Command::StandIn {
+                listen,
+                apikey,
+                latency,
+                faults,
+            },
+            _,
+        ) => demo::stand_in(listen, &apikey, latency, faults.as_deref()).await,
+        (Command::Demo { database, sessions }, Some(config)) => demo::demo(config, &database, sessions).await,
+        (Command::CheckConfig, Some(config)) => match check_source(&config, true).await {
+            Ok(()) => {
+                println!("{}", config.render());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+        (command, Some(config)) => {
             let _logs = crate::telemetry::init(&config.log);
             match command {
                 Command::Run { once } => run::run(config, once).await,
@@ -63,6 +78,7 @@ pub async fn execute(cli: Cli) -> ExitCode {
                 _ => unreachable!("handled above"),
             }
         }
+        (_, None) => unreachable!("`main` loads the configuration of every command but the stand-in"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

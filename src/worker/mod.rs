@@ -59,8 +59,6 @@ const SHUTDOWN_REPORT_EVERY: Duration = Duration::from_secs(5);
 /// How long past the request timeout the cluster's probe stays this replica's: a replica that
 /// dies holding it delays the next probe by at most this.
 const PROBE_LEASE_MARGIN: Duration = Duration::from_secs(5);
-/// How often `run --once` looks whether the account's pause has begun.
-const ACCOUNT_PAUSE_POLL: Duration = Duration::from_millis(100);
 
 /// A turn of the work loop, seen by `/livez` and systemd's watchdog.
 pub struct Tick {
@@ -148,7 +146,8 @@ impl Reaper {
     /// within `shutdown.grace`, writes every outcome and releases rows never started.
     pub async fn run(self, mode: RunMode, shutdown: CancellationToken) -> anyhow::Result<RunEnd> {
         // On a runtime worker thread, not the thread that called `block_on`: each wake-up of the
-        // feeder would otherwise be a hand-over between threads.
+        // feeder would otherwise be a hand-over between threads. (On the one-thread runtime,
+        // `runtime::Flavor::OneThread`, both are the same thread.)
         tokio::spawn(self.run_here(mode, shutdown))
             .await
             .context("The work loop panicked")?
@@ -162,19 +161,12 @@ impl Reaper {
         let account_watch = (mode == RunMode::Once).then(|| {
             let (health, shutdown) = (self.tick.health.clone(), shutdown.clone());
             tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(ACCOUNT_PAUSE_POLL) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
-                    if health.account_pause().is_some() {
-                        tracing::error!(
-                            "the account is paused (key rejected or quota spent): this run stops, rows untouched"
-                        );
-                        shutdown.cancel();
-                        return;
-                    }
+                tokio::select! {
+                    _ = health.until_account_pause() => {}
+                    _ = shutdown.cancelled() => return,
                 }
+                tracing::error!("the account is paused (key rejected or quota spent): this run stops, rows untouched");
+                shutdown.cancel();
             })
         });
         // Fired when the grace runs out: requests still running are abandoned, and outcomes the
