@@ -27,9 +27,12 @@ impl SqliteStore {
                         CASE WHEN typeof(editor) = 'text' THEN editor END, substr(quote(editor), 1, 40)))
                FROM reaper_sessions
               WHERE id IN (
-                    -- Free rows, through the index of rows nobody holds.
+                    -- Free rows, through the index of rows nobody holds. INDEXED BY: with the
+                    -- state indexes of migration 0007 the planner chose (state, finished_at)
+                    -- instead, a walk of every open row and a sort per claim (5,000 deletions/s
+                    -- where this plan gives 20,000 on 100,000 rows).
                     SELECT id FROM (
-                        SELECT id FROM reaper_sessions
+                        SELECT id FROM reaper_sessions INDEXED BY reaper_sessions_free
                          WHERE state IN ('pending', 'retrying') AND lease_owner IS NULL
                            AND (delete_after <= ?3 OR last_activity_at <= ?4)
                            AND (state = 'pending' OR next_attempt_at <= ?3)
@@ -38,7 +41,7 @@ impl SqliteStore {
                     UNION ALL
                     -- Someone else's expired leases (a crashed replica), by a range of expiry.
                     SELECT id FROM (
-                        SELECT id FROM reaper_sessions
+                        SELECT id FROM reaper_sessions INDEXED BY reaper_sessions_leased
                          WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?2 AND lease_owner <> ?1
                            AND state IN ('pending', 'retrying')
                            AND (delete_after <= ?3 OR last_activity_at <= ?4)
