@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use session_reaper::standin::StandIn;
 use session_reaper::store::State;
 
 use crate::helpers::{APIKEY, Daemon, TestDb, daemon, daemon_env_with, free_port, standin, text};
@@ -80,26 +81,28 @@ const POLL: Duration = Duration::from_secs(1);
 /// "Within seconds": the daemon's heartbeat writes every 2 s here (a third of the lease).
 const NOTICE_WITHIN: Duration = Duration::from_secs(5);
 
+/// A daemon's environment on `url` that serves `/readyz` on a free port (returned) and polls
+/// every `POLL`, with leases of `lease` (the heartbeat writes every third of it).
+pub(crate) fn watched_env(url: &str, api: &StandIn, lease: &str) -> (u16, Vec<(String, String)>) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let poll = format!("{}ms", POLL.as_millis());
+    let settings = [
+        ("http.listen", listen.as_str()),
+        ("worker.poll_interval", &poll),
+        ("worker.lease", lease),
+    ];
+    (port, daemon_env_with(url, &api.base_url(), APIKEY, &settings))
+}
+
 #[tokio::test]
 async fn a_short_read_only_spell_of_the_sqlite_file_is_survived_without_a_restart() {
     // Arrange: a daemon that has already deleted rows on a real file.
     let db = TestDb::sqlite().await;
     let api = standin().await;
     let path = PathBuf::from(db.url.trim_start_matches("sqlite://"));
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let poll = format!("{}ms", POLL.as_millis());
-    let env = daemon_env_with(
-        &db.url,
-        &api.base_url(),
-        APIKEY,
-        // Heartbeats (a third of the lease) every 2 s: several of them fail during the spell.
-        &[
-            ("http.listen", &listen),
-            ("worker.poll_interval", &poll),
-            ("worker.lease", "6s"),
-        ],
-    );
+    // Heartbeats (a third of the lease) every 2 s: several of them fail during the spell.
+    let (port, env) = watched_env(&db.url, &api, "6s");
     let child = Daemon::start(&mut daemon(&["run"], &env));
     db.store
         .enqueue(&["before1".into(), "before2".into()], Utc::now())
@@ -206,19 +209,7 @@ async fn an_idle_daemon_reports_a_read_only_spell_within_about_a_poll_interval()
     let db = TestDb::sqlite().await;
     let api = standin().await;
     let path = PathBuf::from(db.url.trim_start_matches("sqlite://"));
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let poll = format!("{}ms", POLL.as_millis());
-    let env = daemon_env_with(
-        &db.url,
-        &api.base_url(),
-        APIKEY,
-        &[
-            ("http.listen", &listen),
-            ("worker.poll_interval", &poll),
-            ("worker.lease", "30s"),
-        ],
-    );
+    let (port, env) = watched_env(&db.url, &api, "30s");
     let child = Daemon::start(&mut daemon(&["run"], &env));
     assert!(
         readyz_becomes(port, 200, Duration::from_secs(15)).await.is_some(),
@@ -233,12 +224,13 @@ async fn an_idle_daemon_reports_a_read_only_spell_within_about_a_poll_interval()
     child.signal("-TERM");
     let output = child.finish().await;
 
-    // Assert: 503 within the poll interval and a second (the heartbeat may be 10 s away).
+    // Assert: 503 within the poll interval and two seconds of slack for a loaded machine (the
+    // heartbeat may be 10 s away).
     let logs = text(&output);
     eprintln!("idle daemon, read-only spell: /readyz 503 after {noticed:?}; 200 again {ready_again:?} after it ended");
     assert!(output.status.success(), "{logs}");
     assert!(
-        noticed.is_some_and(|t| t < POLL + Duration::from_secs(1)),
+        noticed.is_some_and(|t| t < POLL + Duration::from_secs(2)),
         "/readyz said 503 only after {noticed:?}\n{logs}"
     );
     assert!(ready_again.is_some(), "/readyz never said 200 again\n{logs}");

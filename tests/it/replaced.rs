@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use session_reaper::store::{SessionRow, State, Store};
 
-use crate::helpers::{APIKEY, Daemon, daemon, daemon_env_with, free_port, standin, text};
-use crate::recovery::{lines_at, message, readyz_becomes, tally};
+use crate::helpers::{Daemon, daemon, standin, text};
+use crate::recovery::{lines_at, message, readyz_becomes, tally, watched_env};
 
 /// The daemon's poll interval here; the lease is the default 30 s, so the heartbeat (every
 /// 10 s) plays no part in how soon the daemon notices.
@@ -104,19 +104,7 @@ async fn survives(swap: Swap) {
     let kept = keep.path().join("old.db");
     let app = app_store(&path, true).await;
     let api = standin().await;
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let poll = format!("{}ms", POLL.as_millis());
-    let env = daemon_env_with(
-        &sqlite_url(&path),
-        &api.base_url(),
-        APIKEY,
-        &[
-            ("http.listen", &listen),
-            ("worker.poll_interval", &poll),
-            ("worker.lease", "30s"),
-        ],
-    );
+    let (port, env) = watched_env(&sqlite_url(&path), &api, "30s");
     let child = Daemon::start(&mut daemon(&["run"], &env));
     app.enqueue(&["before1".into()], Utc::now()).await.unwrap();
     assert!(
