@@ -27,6 +27,9 @@ pub(super) trait Driver {
     /// The status page's error table (`page_types::recent_errors` reads it): `$1` since, `$2`
     /// rows scanned, `$3` groups.
     const RECENT_ERRORS: &'static str;
+    /// `id` of the rows among `$1` (a JSON array of row ids) that `$2` holds and that are still
+    /// due at `$3` (idle since `$4`): `shared::still_due_among!` over the backend's JSON reader.
+    const STILL_DUE: &'static str;
 
     /// Every row of a read, on the read pool.
     async fn read_all(&self, sql: &'static str, binds: &[Bind<'_>]) -> sqlx::Result<Vec<Self::Row>>;

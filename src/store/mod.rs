@@ -149,16 +149,16 @@ impl Store {
         metered!(self, Write, s => s.claim(request))
     }
 
-    /// Whether `instance_id` still holds row `id` and the row is still due at `now` (the
-    /// application may have recorded new activity since the claim).
+    /// Which of rows `ids` `instance_id` still holds and are still due at `now` (the
+    /// application may have recorded new activity since the claim). One query for them all.
     pub async fn still_due(
         &self,
         instance_id: &str,
-        id: RowId,
+        ids: &[RowId],
         now: DateTime<Utc>,
         stale_after: Duration,
-    ) -> anyhow::Result<bool> {
-        metered!(self, s => shared::still_due(s, (instance_id, id), now, stale_after))
+    ) -> anyhow::Result<Vec<RowId>> {
+        metered!(self, s => shared::still_due(s, (instance_id, ids), now, stale_after))
     }
 
     /// Writes a batch of outcomes in one transaction; returns how many rows the lease let through.

@@ -60,26 +60,43 @@ pub(super) async fn status<D: Driver>(
 /// Reads only; no lock (a row the application holds locked is read as last committed).
 pub(super) async fn still_due<D: Driver>(
     d: &D,
-    (instance_id, id): (&str, RowId),
+    (instance_id, ids): (&str, &[RowId]),
     now: DateTime<Utc>,
     stale_after: Duration,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Vec<RowId>> {
+    let ids = serde_json::to_string(ids).context("Failed to list the rows to check")?;
     let found = d
-        .read_optional(
-            "SELECT 1 AS due FROM reaper_sessions
-              WHERE id = $1 AND lease_owner = $2 AND state IN ('pending', 'retrying')
-                AND (delete_after <= $3 OR last_activity_at <= $4)",
+        .read_all(
+            D::STILL_DUE,
             &[
-                Bind::Int(id.get()),
+                Bind::Text(&ids),
                 Bind::Text(instance_id),
                 Bind::Time(now),
                 Bind::Time(now - chrono_duration(stale_after)),
             ],
         )
         .await
-        .context("Failed to check that a session is still due")?;
-    Ok(found.is_some())
+        .context("Failed to check that sessions are still due")?;
+    found.iter().map(|row| Ok(RowId(row.required_int("id")?))).collect()
 }
+
+/// `STILL_DUE` over the backend's reader of `$1`, a JSON array of row ids (`$source`, aliased
+/// `asked`, and `$value`, one id from it). The ids drive the join (`CROSS JOIN` keeps SQLite from
+/// walking a state index instead): one primary-key lookup per id.
+macro_rules! still_due_among {
+    ($source:literal, $value:literal) => {
+        concat!(
+            "SELECT reaper_sessions.id AS id FROM ",
+            $source,
+            " CROSS JOIN reaper_sessions
+              WHERE reaper_sessions.id = ",
+            $value,
+            " AND lease_owner = $2 AND state IN ('pending', 'retrying')
+                AND (delete_after <= $3 OR last_activity_at <= $4)"
+        )
+    };
+}
+pub(super) use still_due_among;
 
 /// Writes this replica's row, forgets replicas silent for `forget_after`, and reads the live
 /// count and the budget row. Locks: this replica's row, then the dead ones' (no other replica
@@ -160,7 +177,15 @@ pub(super) async fn remove_instance<D: Driver>(d: &D, instance_id: &str) -> anyh
 
 pub(super) async fn instances<D: Driver>(d: &D) -> anyhow::Result<Vec<InstanceRow>> {
     let found = d
-        .read_all("SELECT * FROM reaper_instances ORDER BY started_at", &[])
+        .read_all(
+            // Named, not `*`: a connection that cached this statement before a migration added
+            // a column would read it with the old column list (sqlx does not notice SQLite
+            // preparing it again) and fail.
+            "SELECT instance_id, host, pid, version, started_at, heartbeat_at, in_flight, rate_limit,
+                    deleted, gone, failed, invalid, retry_scheduled, released
+               FROM reaper_instances ORDER BY started_at",
+            &[],
+        )
         .await
         .context("Failed to list instances")?;
     found.iter().map(rows::instance_row).collect()
@@ -202,7 +227,15 @@ pub(super) async fn prunable<D: Driver>(d: &D, cutoff: DateTime<Utc>) -> anyhow:
 #[cfg(feature = "test-support")]
 pub(super) async fn rows<D: Driver>(d: &D) -> anyhow::Result<Vec<super::SessionRow>> {
     let found = d
-        .read_all("SELECT * FROM reaper_sessions ORDER BY id", &[])
+        .read_all(
+            // Named, not `*` (see `instances`).
+            "SELECT id, session_id, editor, state, delete_after, last_activity_at, attempts,
+                    next_attempt_at, lease_owner, lease_expires_at, taken_over_from,
+                    last_http_status, last_api_code, last_error, first_attempt_at,
+                    last_attempt_at, finished_at
+               FROM reaper_sessions ORDER BY id",
+            &[],
+        )
         .await
         .context("Failed to list sessions")?;
     found.iter().map(rows::session_row).collect()

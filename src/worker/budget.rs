@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::gate::{Gate, Reopen};
+use super::grouping::SendGrid;
 use super::limiter::Limiter;
 use super::outage::{Backoff, Outage};
 use crate::health::{AccountPause, Health};
@@ -77,6 +78,8 @@ pub struct Budget {
     /// The process's own ceiling at the budget's rate and burst (governor): a budget row edited
     /// by hand, or replicas configured differently, cannot make this process exceed it.
     ceiling: Limiter,
+    /// Where send times are rounded up to at the API's pace, and what that costs the budget.
+    grid: SendGrid,
     unreachable: Outage,
     backoff: Mutex<Backoff>,
     gate: Arc<Gate>,
@@ -90,6 +93,8 @@ pub struct BudgetConfig {
     pub burst: u32,
     /// How long the cluster's probe may stay out (the request timeout and a margin).
     pub probe_lease: Duration,
+    /// The workers that wait for send times (the grid's step is bounded by what they hold).
+    pub concurrency: u32,
 }
 
 impl Budget {
@@ -114,6 +119,7 @@ impl Budget {
             fresh: AtomicBool::new(true),
             pause_from_cluster: AtomicBool::new(false),
             ceiling: Limiter::new(config.rate_per_second, config.burst),
+            grid: SendGrid::new(config.rate_per_second, config.burst, config.concurrency),
             unreachable: Outage::new(
                 "could not reserve send times from the cluster's budget: no requests are sent until the database answers",
                 "send times reserved again; requests resume",
@@ -127,6 +133,11 @@ impl Budget {
 
     pub fn rate_per_second(&self) -> u32 {
         self.rate_per_second
+    }
+
+    /// When sends go (their send times rounded up to the grid) and how late one may still go.
+    pub fn grid(&self) -> &SendGrid {
+        &self.grid
     }
 
     /// The budget's burst tolerance (what a pause's end or a probe's success resumes behind, so
@@ -175,7 +186,7 @@ impl Budget {
         let mut slots = self.slots.lock().expect("budget slots");
         let now = Instant::now();
         while let Some(at) = slots.pop_front() {
-            if now.saturating_duration_since(at) <= LATE_DROP {
+            if now.saturating_duration_since(at) <= self.grid.late_allowance() {
                 return Some(at);
             }
         }
@@ -193,7 +204,7 @@ impl Budget {
             want,
             rate_per_second: self.rate_per_second,
             burst: self.burst,
-            late_slack_us: LATE_SLACK.as_micros() as i64,
+            late_slack_us: self.grid.late_slack().as_micros() as i64,
             probe_lease_us: self.probe_lease.as_micros() as i64,
             fresh: self.fresh.load(Relaxed),
         };

@@ -7,7 +7,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::RetryPolicy;
-use super::budget::{Budget, LATE_DROP, Ticket};
+use super::budget::{Budget, Ticket};
 use super::gate::{Gate, Pass};
 use crate::api::{Answer, ApiClient, CODE_DEPRECATED, Verdict};
 use crate::clock::Clock;
@@ -18,9 +18,6 @@ use crate::session_id::{SessionId, logged};
 use crate::store::{ClaimedRow, OutcomeWrite, STILL_DUE_FOR, State};
 
 use super::recheck::Recheck;
-
-/// How long before its send time a row whose verdict would be stale by then is checked again.
-const RECHECK_LEAD: Duration = Duration::from_millis(30);
 
 /// Pause after a 429 that named no `Retry-After`.
 pub const DEFAULT_429_PAUSE: Duration = Duration::from_secs(5);
@@ -61,6 +58,8 @@ struct Admitted {
     cluster_probe: bool,
     /// The send time it was given.
     at: tokio::time::Instant,
+    /// When it sends: `at` rounded up to the budget's grid, with the others of its group.
+    send_at: tokio::time::Instant,
 }
 
 impl Deleter {
@@ -135,48 +134,55 @@ impl Deleter {
         };
         // When the row was last found due: at the claim, then at each check before a request.
         let mut verdict_at = row.claimed_at;
+        // The checks may read this row ahead, with another row's check, while it waits.
+        let held = self.recheck.as_ref().map(|recheck| recheck.hold(row));
         loop {
             let waiting = Instant::now();
             let counted = self.budget.waiting();
             let Some(admitted) = self.admit(stop).await else {
                 return release;
             };
-            // Wait for the send time; a row whose verdict is old by then is checked again just
-            // before it (`RECHECK_LEAD`), so the check neither delays the send nor goes stale.
-            let needs_check = verdict_at.elapsed() + admitted.at.saturating_duration_since(tokio::time::Instant::now())
-                > STILL_DUE_FOR;
+            // Wait for the send time; a row whose verdict is old by then is checked again at it.
+            // Most such rows find a verdict read ahead by an earlier check (`recheck`), so a
+            // check costs no wake-up of its own, and one query serves a fifth of a second of
+            // sends; the send that runs the query goes that much later (within `LATE_DROP`).
+            let send_at = admitted.send_at;
+            let needs_check =
+                verdict_at.elapsed() + send_at.saturating_duration_since(tokio::time::Instant::now()) > STILL_DUE_FOR;
+            if let Some(held) = &held {
+                held.sends_at(send_at);
+            }
+            // When the row was found due, if it still is.
             let check = async {
+                tokio::time::sleep_until(send_at).await;
                 if !needs_check {
-                    return true;
+                    return Some(verdict_at);
                 }
-                tokio::time::sleep_until(admitted.at.checked_sub(RECHECK_LEAD).unwrap_or(admitted.at)).await;
                 match &self.recheck {
-                    Some(recheck) => recheck.still_due(row, self.clock.now()).await,
-                    None => true,
+                    Some(recheck) => recheck.still_due(row, self.clock.now(), send_at).await,
+                    None => Some(tokio::time::Instant::now()),
                 }
             };
             let waited = tokio::select! {
                 biased;
                 _ = stop.no_new_requests.cancelled() => None,
-                (_, due) = async { tokio::join!(tokio::time::sleep_until(admitted.at), check) } => Some(due),
+                due = check => Some(due),
             };
             let Some(due) = waited else {
                 self.abandon(admitted).await;
                 return release;
             };
-            if !due {
+            let Some(found_due_at) = due else {
                 self.abandon(admitted).await;
                 return release;
-            }
-            if needs_check {
-                verdict_at = tokio::time::Instant::now();
-            }
+            };
+            verdict_at = found_due_at;
             self.metrics.rate_limit_wait(waiting.elapsed());
             drop(counted);
             // Past its send time by more than the slack on our side (a slow check, a loaded
             // host), or the gate closed meanwhile: this worker takes a new send time.
             // (A probe goes alone while the cluster is paused: being late crowds nothing.)
-            let late = !admitted.cluster_probe && admitted.at.elapsed() > LATE_DROP;
+            let late = !admitted.cluster_probe && admitted.at.elapsed() > self.budget.grid().late_allowance();
             if late || !self.gate.still_allows(admitted.pass) {
                 self.abandon(admitted).await;
                 continue;
@@ -259,10 +265,12 @@ impl Deleter {
             };
             let Some(ticket) = ticket else {
                 // A probe granted while the wait was cut short passes on too.
+                let now = tokio::time::Instant::now();
                 self.abandon(Admitted {
                     pass,
                     cluster_probe: true,
-                    at: tokio::time::Instant::now(),
+                    at: now,
+                    send_at: now,
                 })
                 .await;
                 return None;
@@ -281,6 +289,7 @@ impl Deleter {
                 pass,
                 cluster_probe,
                 at,
+                send_at: self.budget.grid().send_at(at),
             });
         }
     }

@@ -8,6 +8,7 @@ mod budget;
 mod deletion;
 mod feeder;
 mod gate;
+mod grouping;
 mod heartbeat;
 mod held;
 mod housekeeping;
@@ -106,6 +107,7 @@ impl Reaper {
                 rate_per_second: config.worker.rate_per_second,
                 burst: config.worker.burst,
                 probe_lease: config.api.timeout + PROBE_LEASE_MARGIN,
+                concurrency: u32::try_from(config.worker.concurrency).unwrap_or(u32::MAX),
             },
             gate.clone(),
             health.clone(),
@@ -121,11 +123,11 @@ impl Reaper {
             metrics: metrics.clone(),
             health: health.clone(),
             clock: clock.clone(),
-            recheck: Some(recheck::Recheck {
-                store: store.clone(),
-                instance_id: instance_id.clone(),
-                stale_after: config.worker.stale_after,
-            }),
+            recheck: Some(recheck::Recheck::new(
+                store.clone(),
+                &instance_id,
+                config.worker.stale_after,
+            )),
         };
         Self {
             store,

@@ -57,6 +57,7 @@ async fn deleter(base_url: &str) -> (Deleter, Arc<Metrics>, Arc<Health>) {
             rate_per_second: 1000,
             burst: 100,
             probe_lease: Duration::from_secs(5),
+            concurrency: 1,
         },
         gate.clone(),
         health.clone(),

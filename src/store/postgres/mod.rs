@@ -41,6 +41,8 @@ const STATEMENT_TIMEOUT: &str = "10s";
 /// Longest a statement waits for a lock the application holds (`lock_timeout`), e.g. a
 /// `LOCK TABLE` or `VACUUM FULL`: the claim then fails and is retried, reported once.
 const LOCK_TIMEOUT: &str = "5s";
+/// A pooled connection idle this long is pinged before it is handed out.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 /// Longest migrations wait for a lock before giving up and naming who holds it.
 const MIGRATION_LOCK_TIMEOUT: &str = "10s";
 
@@ -65,6 +67,19 @@ impl PgStore {
             PgPoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
+                // sqlx's own test pings every connection it hands out: a round trip to the
+                // server before every statement of a busy daemon. Only a connection idle for a
+                // while may have lost its server (a restart, a proxy's idle cut) unnoticed; one
+                // in use a moment ago that broke since fails its statement, which is retried.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for < PING_WHEN_IDLE_FOR {
+                            return Ok(true);
+                        }
+                        Ok(sqlx::Connection::ping(conn).await.is_ok())
+                    })
+                })
                 .after_release(|conn, _| Box::pin(async move { Ok(crate::store::reusable(conn)) }))
         };
         // Both at once: a connection's start-up is several round trips (more over TLS).
@@ -160,6 +175,10 @@ impl Driver for PgStore {
     const BUDGET_READ: &'static str = budget::READ;
     const FINISHED_PER_MINUTE: &'static str = page::FINISHED_PER_MINUTE;
     const RECENT_ERRORS: &'static str = page::RECENT_ERRORS;
+    const STILL_DUE: &'static str = super::shared::still_due_among!(
+        "jsonb_array_elements_text($1::jsonb) AS asked(value)",
+        "asked.value::bigint"
+    );
 
     async fn read_all(&self, sql: &'static str, binds: &[Bind<'_>]) -> sqlx::Result<Vec<Self::Row>> {
         bound::<sqlx::Postgres, _>(sql, binds, std::convert::identity)

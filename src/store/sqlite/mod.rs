@@ -157,6 +157,10 @@ impl SqliteStore {
                 .min_connections(connections)
                 .idle_timeout(None)
                 .max_lifetime(None)
+                // sqlx pings each connection it hands out; for SQLite that tests only that the
+                // connection's own thread still answers (there is no server to lose), at the
+                // price of a hand-over to that thread and back on every acquire.
+                .test_before_acquire(false)
                 .acquire_timeout(BUSY_TIMEOUT + Duration::from_secs(5))
                 .after_connect({
                     let watch = watch.clone();
@@ -169,8 +173,10 @@ impl SqliteStore {
                                 return Ok(());
                             }
                             // A writer opened while the files cannot be written comes up
-                            // read-only: noted, so that it is replaced once they can.
+                            // read-only: noted, so that it is replaced once they can. (SQLite
+                            // decides that when it opens the connection, so it is asked once.)
                             watch.writable();
+                            watch.writer_opened(is_read_only(conn).await?);
                             if watch.opened_after_change() {
                                 migrate_replacement(conn, &watch).await?;
                             }
@@ -199,7 +205,7 @@ impl SqliteStore {
                         if !watch.writable() {
                             return Ok(true);
                         }
-                        Ok(!watch.unwritable_since(meta.age) && !is_read_only(conn).await?)
+                        Ok(!watch.unwritable_since(meta.age) && !watch.writer_read_only())
                     })
                 })
                 .after_release(|conn, _| Box::pin(async move { Ok(crate::store::reusable(conn)) }))
@@ -243,6 +249,7 @@ impl Driver for SqliteStore {
     const BUDGET_READ: &'static str = budget::READ;
     const FINISHED_PER_MINUTE: &'static str = page::FINISHED_PER_MINUTE;
     const RECENT_ERRORS: &'static str = page::RECENT_ERRORS;
+    const STILL_DUE: &'static str = super::shared::still_due_among!("json_each($1) AS asked", "asked.value");
 
     async fn read_all(&self, sql: &'static str, binds: &[Bind<'_>]) -> sqlx::Result<Vec<Self::Row>> {
         bound::<sqlx::Sqlite, _>(sql, binds, ms).fetch_all(&self.pool).await

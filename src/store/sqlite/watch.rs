@@ -13,7 +13,7 @@
 //! opens; files it does not hold (the new file's) are left alone.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,9 @@ pub(super) struct FileWatch {
     /// Counts the changes of the file the path names: rows claimed before the last change came
     /// from a file this process no longer writes.
     generation: AtomicU64,
+    /// SQLite opened the writer's connection read-only (`sqlite3_db_readonly` when it opened;
+    /// it stays so for the connection's life). The writer pool holds one connection.
+    writer_read_only: AtomicBool,
 }
 
 /// The file the path named at the last look.
@@ -71,6 +74,7 @@ impl FileWatch {
             }),
             writability: Mutex::new(Writability::default()),
             generation: AtomicU64::new(0),
+            writer_read_only: AtomicBool::new(false),
         }
     }
 
@@ -166,6 +170,16 @@ impl FileWatch {
             }
         }
         (writable, changed)
+    }
+
+    /// Notes how SQLite opened the writer's (new) connection.
+    pub(super) fn writer_opened(&self, read_only: bool) {
+        self.writer_read_only.store(read_only, Relaxed);
+    }
+
+    /// Whether SQLite opened the writer's current connection read-only.
+    pub(super) fn writer_read_only(&self) -> bool {
+        self.writer_read_only.load(Relaxed)
     }
 
     /// Whether the files were seen unwritable since a connection opened `age` ago was opened
