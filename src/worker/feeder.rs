@@ -30,7 +30,9 @@ pub struct QueueSizing {
     /// have the other to go on, but no more than a second's worth of the rate limit (queued rows
     /// hold leases other replicas could use).
     pub capacity: usize,
-    /// Rows per claim: a batch, or half the queue when the rate limit keeps it short.
+    /// Rows per claim: a batch; when the rate limit keeps the queue short, the whole queue (a
+    /// second's worth, claimed once it is empty: the rows the workers hold wait for their send
+    /// times meanwhile, so nobody waits for the claim, and it is one claim a second, not two).
     pub claim_size: usize,
 }
 
@@ -38,10 +40,12 @@ impl QueueSizing {
     pub fn new(batch_size: u32, rate_per_second: u32) -> Self {
         let (batch, rate) = (batch_size.max(1) as usize, rate_per_second.max(1) as usize);
         let capacity = (2 * batch).min(rate);
-        Self {
-            capacity,
-            claim_size: batch.min(capacity.div_ceil(2)),
-        }
+        let claim_size = if capacity < 2 * batch {
+            batch.min(capacity)
+        } else {
+            batch
+        };
+        Self { capacity, claim_size }
     }
 
     /// The feeder claims again once the queue is down to this many rows (a whole claim fits).
@@ -347,7 +351,12 @@ mod tests {
             }
         );
         let slow = QueueSizing::new(256, 10);
-        assert_eq!((slow.capacity, slow.claim_size, slow.claim_when_at()), (10, 5, 5));
+        assert_eq!((slow.capacity, slow.claim_size, slow.claim_when_at()), (10, 10, 0));
+        let paced = QueueSizing::new(256, 300);
+        assert_eq!(
+            (paced.capacity, paced.claim_size, paced.claim_when_at()),
+            (300, 256, 44)
+        );
         assert_eq!(QueueSizing::new(1, 1).claim_size, 1);
     }
 }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::budget::{LATE_DROP, LATE_SLACK};
 
 /// How much of `LATE_DROP` a send may spend waiting for its group.
-const WITHIN_DROP: Duration = Duration::from_millis(20);
+const WITHIN_DROP: Duration = Duration::from_millis(30);
 /// The longest grid step: the most a send waits for its group.
 const MOST: Duration = Duration::from_millis(500);
 /// The shortest step worth having: the runtime's timer counts whole milliseconds.
