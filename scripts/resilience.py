@@ -811,17 +811,17 @@ def scenario_kill9(ctx: Context, backend: str) -> Result:
               f"{stats['deleted_twice']} repeats after a kill lost their first outcome)")
     res.check(stats["sessions"] == n, f"the API saw every id: {stats['sessions']}/{n}")
     # What a kill can turn into repeated requests: answers in the workers, the partial batch that
-    # waits for company (about COMPANY = 16 outcomes at the pace, src/worker/writer.rs) and the
+    # waits for company (about COMPANY = 32 outcomes at the pace, src/worker/writer.rs) and the
     # batches being written (one writer on SQLite, two on PostgreSQL).
     writers = 1 if backend == "sqlite" else 2
-    per_kill_bound = concurrency + (writers + 1) * 16
+    per_kill_bound = concurrency + (writers + 1) * 32
     allowed = kills * per_kill_bound
     gone_ids = {r[0] for r in db.rows("SELECT session_id FROM reaper_sessions WHERE state = 'gone'")}
     per_kill = [sum(1 for i in gone_ids if held.get(i) == k) for k in range(1, len(held_counts) + 1)]
     unexplained = sorted(i for i in gone_ids if i not in held)
     res.check(stats["deleted_twice"] <= allowed and all(d <= per_kill_bound for d in per_kill),
               f"duplicates {stats['deleted_twice']} ≤ {kills} kills × (concurrency {concurrency} + "
-              f"{writers + 1} batches of 16) = {allowed}, "
+              f"{writers + 1} batches of 32) = {allowed}, "
               f"each kill ≤ {per_kill_bound}: per kill {per_kill}; open rows held by the dead process per kill "
               f"{held_counts}")
     res.check(not unexplained, f"every re-requested row was held by a killed process "

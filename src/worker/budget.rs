@@ -146,9 +146,10 @@ impl Budget {
         i64::from(self.burst.max(1) - 1) * (1_000_000 / i64::from(self.rate_per_second.max(1)))
     }
 
-    /// The most send times one reservation takes: `RESERVE_AHEAD` of the budget.
+    /// The most send times one reservation takes: `RESERVE_AHEAD` of the budget, or one step of
+    /// the send grid when that is longer (one reservation a send group, not two).
     fn chunk(&self) -> u32 {
-        let ahead = f64::from(self.rate_per_second) * RESERVE_AHEAD.as_secs_f64();
+        let ahead = f64::from(self.rate_per_second) * RESERVE_AHEAD.max(self.grid.step()).as_secs_f64();
         (ahead.ceil() as u32).clamp(1, MOST_PER_RESERVATION)
     }
 

@@ -18,7 +18,7 @@ use super::budget::{LATE_DROP, LATE_SLACK};
 /// How much of `LATE_DROP` a send may spend waiting for its group.
 const WITHIN_DROP: Duration = Duration::from_millis(30);
 /// The longest grid step: the most a send waits for its group.
-const MOST: Duration = Duration::from_millis(500);
+const MOST: Duration = Duration::from_secs(1);
 /// The shortest step worth having: the runtime's timer counts whole milliseconds.
 const LEAST: Duration = Duration::from_millis(2);
 
@@ -92,10 +92,12 @@ mod tests {
         let grid = SendGrid::new(200, 20, 64);
         assert_eq!((grid.step(), grid.late_slack()), (WITHIN_DROP, LATE_SLACK));
         assert_eq!(grid.late_allowance(), LATE_DROP);
-        // 20/s, burst 20: the headroom pays for the longest step.
+        // 20/s, burst 20: the burst's headroom (850 ms) and `WITHIN_DROP` pay for the step.
         let grid = SendGrid::new(20, 20, 64);
-        assert_eq!(grid.step(), MOST);
-        assert_eq!(grid.late_slack(), LATE_SLACK + MOST - WITHIN_DROP);
+        assert_eq!(grid.step(), Duration::from_millis(880));
+        assert_eq!(grid.late_slack(), LATE_SLACK + Duration::from_millis(850));
+        // A burst with more headroom than that: the longest step.
+        assert_eq!(SendGrid::new(20, 60, 64).step(), MOST);
         // Few workers: at most half of what they hold.
         assert_eq!(SendGrid::new(20, 20, 4).step(), Duration::from_millis(100));
         // Full speed, or one send per step: no grid.
