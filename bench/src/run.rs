@@ -165,7 +165,8 @@ impl Measured {
             && s.in_flight == 0
             && deleted + pending == self.rows as i64
             && (!complete || deleted == self.rows as i64)
-            && self.run.exit_ok
+            // `run --once` stopped by SIGTERM with rows left exits 75 (the README's exit codes).
+            && (self.run.exit_ok || (!complete && self.run.term_at.is_some() && self.run.exit == "exit 75"))
             && !self.run.timed_out;
         (value, ok)
     }

@@ -41,8 +41,12 @@ impl SqliteStore {
             );
             update.push_bind(owner);
             update.push(" AND reaper_sessions.state IN ('pending', 'retrying')");
+            // Not kept prepared: the text differs with the batch's size, and sqlx would keep up
+            // to a hundred of these statements (thousands of parameters each) on the writer for
+            // good, which was most of a long run's memory (16 MiB at a million-row backlog).
             let done = update
                 .build()
+                .persistent(false)
                 .execute(&mut *tx)
                 .await
                 .context("Failed to write outcomes")?;
@@ -60,6 +64,7 @@ impl SqliteStore {
             release.push(")");
             let done = release
                 .build()
+                .persistent(false)
                 .execute(&mut *tx)
                 .await
                 .context("Failed to release leases")?;
