@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// A chunk's rows, padded with rows that match nothing (`NULL` ids) to the next power of two.
+/// The statement's text follows its row count, and sqlx keeps each text prepared on the writer
+/// for good (up to a hundred, thousands of parameters each: 16 MiB of a million-row run's
+/// memory). Padded, at most ten texts exist, and each is prepared once.
+fn padded<T>(chunk: &[T]) -> impl Iterator<Item = Option<&T>> {
+    let padding = chunk.len().next_power_of_two() - chunk.len();
+    chunk.iter().map(Some).chain(std::iter::repeat_n(None, padding))
+}
+
 impl SqliteStore {
     /// Locks: the database for writing, for one transaction per batch.
     pub(super) async fn write_outcome_rows(&self, owner: &str, outcomes: &[OutcomeWrite]) -> anyhow::Result<u64> {
@@ -17,16 +26,16 @@ impl SqliteStore {
             let mut update = QueryBuilder::new(
                 "WITH u (id, state, charge, http_status, api_code, error, attempted_at, finished_at, next_attempt_at) AS (",
             );
-            update.push_values(chunk, |mut row, f| {
-                row.push_bind(f.id)
-                    .push_bind(f.state.as_str())
-                    .push_bind(i32::from(f.charge))
-                    .push_bind(f.http_status)
-                    .push_bind(f.api_code)
-                    .push_bind(f.error)
-                    .push_bind(f.attempted_at.map(ms))
-                    .push_bind(f.finished_at.map(ms))
-                    .push_bind(f.next_attempt_at.map(ms));
+            update.push_values(padded(chunk), |mut row, f| {
+                row.push_bind(f.map(|f| f.id))
+                    .push_bind(f.map(|f| f.state.as_str()))
+                    .push_bind(f.map(|f| i32::from(f.charge)))
+                    .push_bind(f.and_then(|f| f.http_status))
+                    .push_bind(f.and_then(|f| f.api_code))
+                    .push_bind(f.and_then(|f| f.error))
+                    .push_bind(f.and_then(|f| f.attempted_at).map(ms))
+                    .push_bind(f.and_then(|f| f.finished_at).map(ms))
+                    .push_bind(f.and_then(|f| f.next_attempt_at).map(ms));
             });
             update.push(
                 ") UPDATE reaper_sessions
@@ -41,12 +50,8 @@ impl SqliteStore {
             );
             update.push_bind(owner);
             update.push(" AND reaper_sessions.state IN ('pending', 'retrying')");
-            // Not kept prepared: the text differs with the batch's size, and sqlx would keep up
-            // to a hundred of these statements (thousands of parameters each) on the writer for
-            // good, which was most of a long run's memory (16 MiB at a million-row backlog).
             let done = update
                 .build()
-                .persistent(false)
                 .execute(&mut *tx)
                 .await
                 .context("Failed to write outcomes")?;
@@ -58,13 +63,12 @@ impl SqliteStore {
             );
             release.push_bind(owner).push(" AND id IN (");
             let mut ids = release.separated(", ");
-            for id in chunk {
-                ids.push_bind(*id);
+            for id in padded(chunk) {
+                ids.push_bind(id.copied());
             }
             release.push(")");
             let done = release
                 .build()
-                .persistent(false)
                 .execute(&mut *tx)
                 .await
                 .context("Failed to release leases")?;
