@@ -30,6 +30,11 @@ use crate::store::budget::{BudgetReport, Pause, PauseRequest, Reservation, Reser
 /// replica reserves about twice a second, not five times), and at most this much budget stranded
 /// by a replica that dies holding it.
 pub const RESERVE_AHEAD: Duration = Duration::from_millis(500);
+/// Send times one reservation takes per worker waiting (within `chunk`): the waiting workers'
+/// and the next few rounds'. Each reservation is a transaction on the budget row; at full speed
+/// one per pool's worth was most of PostgreSQL's statements. A replica whose work ends leaves
+/// the rest unused (at most `chunk`, 500 ms of budget, as before).
+const PER_WAITING: u32 = 4;
 /// Most send times one reservation holds, whatever the rate.
 const MOST_PER_RESERVATION: u32 = 1_000;
 /// How much smaller than the burst the budget's tolerance is: sends this much later than their
@@ -199,6 +204,7 @@ impl Budget {
     async fn reserve(&self) -> Option<Ticket> {
         let want = u32::try_from(self.waiting.load(Relaxed))
             .unwrap_or(u32::MAX)
+            .saturating_mul(PER_WAITING)
             .clamp(1, self.chunk());
         let request = ReserveRequest {
             instance_id: &self.instance_id,
